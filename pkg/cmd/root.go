@@ -1,0 +1,77 @@
+// Package cmd holds the cobra commands of kubectl mesh: one file per
+// subcommand, each turning flags into an engine's config and calling it.
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/options"
+)
+
+const rootLong = `kubectl mesh makes the everyday operations of an Istio service mesh safe,
+verifiable one-liners: each command changes the cluster and then proves the
+result (sidecars present, certificate chain valid, traffic really encrypted).`
+
+// NewCmdMesh returns the root command bound to o.
+func NewCmdMesh(o *options.Options) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "kubectl-mesh",
+		Short: "Safe, verifiable one-liners for an Istio service mesh",
+		Long:  rootLong,
+		Annotations: map[string]string{
+			cobra.CommandDisplayNameAnnotation: "kubectl mesh",
+		},
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			switch o.Color {
+			case "auto", "always", "never":
+				return nil
+			}
+			return fmt.Errorf("invalid --color %q: use auto, always or never", o.Color)
+		},
+	}
+	cmd.SetIn(o.In)
+	cmd.SetOut(o.Out)
+	cmd.SetErr(o.ErrOut)
+
+	flags := cmd.PersistentFlags()
+	o.ConfigFlags.AddFlags(flags)
+	flags.StringVar(&o.Color, "color", o.Color, "Colorize output: auto (only on a terminal), always or never")
+
+	cmd.AddCommand(NewCmdVersion(o))
+	return cmd
+}
+
+// Main runs the plugin with args and returns the process exit code.
+func Main(streams genericiooptions.IOStreams, args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	o := options.New(streams)
+	cmd := NewCmdMesh(o)
+	cmd.SetArgs(args)
+	if err := cmd.ExecuteContext(ctx); err != nil {
+		fmt.Fprintf(streams.ErrOut, "error: %v\n", err)
+		var ec exitCoder
+		if errors.As(err, &ec) {
+			return ec.ExitCode()
+		}
+		return 1
+	}
+	return 0
+}
+
+// exitCoder is an error that carries its own exit code (sniff's --expect,
+// certs' verdict).
+type exitCoder interface {
+	error
+	ExitCode() int
+}

@@ -1,0 +1,270 @@
+// Package controlplane finds the Istio control planes installed in a cluster:
+// their revisions, tags, versions and sidecar injectors. It reads only what
+// any cluster with Istio has (the injector webhooks and ConfigMaps, istiod
+// Deployments), so it works whether istiod runs in the cluster or not.
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// Labels Istio puts on its objects.
+const (
+	LabelRev = "istio.io/rev"
+	LabelTag = "istio.io/tag"
+	// DefaultRevision is the revision name of a control plane installed without one.
+	DefaultRevision = "default"
+)
+
+// ControlPlane is one Istio revision.
+type ControlPlane struct {
+	Revision string `json:"revision"`
+	// Tags are revision tags pointing at this revision (istio.io/tag).
+	Tags []string `json:"tags,omitempty"`
+	// Version is the Istio version, from the istiod Deployment image or the
+	// injector's values ("" when neither says).
+	Version string `json:"version,omitempty"`
+	// Namespace is where istiod's objects live (usually istio-system).
+	Namespace string `json:"namespace,omitempty"`
+	// Injector names the MutatingWebhookConfiguration that injects sidecars
+	// for this revision ("" when there is none).
+	Injector string `json:"injector,omitempty"`
+	// Istiod names the istiod Deployment, when istiod runs in the cluster.
+	Istiod string `json:"istiod,omitempty"`
+}
+
+// Webhook is one sidecar-injection webhook: the revision (or tag) it serves
+// and the selectors that decide which pods it injects.
+type Webhook struct {
+	Config            string
+	Name              string
+	Revision          string
+	Tag               string
+	NamespaceSelector *metav1.LabelSelector
+	ObjectSelector    *metav1.LabelSelector
+}
+
+// Inventory is everything Discover found.
+type Inventory struct {
+	ControlPlanes []ControlPlane
+	Webhooks      []Webhook
+}
+
+// Revisions returns the revision names and tags found, sorted.
+func (inv Inventory) Revisions() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, cp := range inv.ControlPlanes {
+		for _, n := range append([]string{cp.Revision}, cp.Tags...) {
+			if !seen[n] {
+				seen[n] = true
+				out = append(out, n)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Find returns the control plane for a revision or tag name.
+func (inv Inventory) Find(name string) (ControlPlane, bool) {
+	for _, cp := range inv.ControlPlanes {
+		if cp.Revision == name {
+			return cp, true
+		}
+		for _, t := range cp.Tags {
+			if t == name {
+				return cp, true
+			}
+		}
+	}
+	return ControlPlane{}, false
+}
+
+// HasInjector says whether any revision can inject sidecars.
+func (inv Inventory) HasInjector() bool {
+	for _, cp := range inv.ControlPlanes {
+		if cp.Injector != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// isInjector says whether a mutating webhook configuration is an Istio
+// sidecar injector: Istio names its webhooks *.sidecar-injector.istio.io.
+func isInjector(c *admissionregistrationv1.MutatingWebhookConfiguration) bool {
+	for _, w := range c.Webhooks {
+		if strings.HasSuffix(w.Name, "sidecar-injector.istio.io") {
+			return true
+		}
+	}
+	return false
+}
+
+// Discover lists what Istio has installed. It makes a fixed number of LIST
+// calls however large the cluster is. Missing RBAC on Deployments or
+// ConfigMaps only loses the version; missing RBAC on webhooks is an error.
+func Discover(ctx context.Context, kube kubernetes.Interface) (Inventory, error) {
+	var inv Inventory
+	hooks, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return inv, fmt.Errorf("listing mutatingwebhookconfigurations to find the Istio sidecar injector: %w", err)
+	}
+	byRev := map[string]*ControlPlane{}
+	get := func(rev string) *ControlPlane {
+		if rev == "" {
+			rev = DefaultRevision
+		}
+		cp, ok := byRev[rev]
+		if !ok {
+			cp = &ControlPlane{Revision: rev}
+			byRev[rev] = cp
+		}
+		return cp
+	}
+	for i := range hooks.Items {
+		c := &hooks.Items[i]
+		if !isInjector(c) {
+			continue
+		}
+		rev := c.Labels[LabelRev]
+		tag := c.Labels[LabelTag]
+		for _, w := range c.Webhooks {
+			inv.Webhooks = append(inv.Webhooks, Webhook{
+				Config: c.Name, Name: w.Name, Revision: orDefault(rev), Tag: tag,
+				NamespaceSelector: w.NamespaceSelector, ObjectSelector: w.ObjectSelector,
+			})
+		}
+		cp := get(rev)
+		if tag != "" {
+			// A tag webhook points at a revision; "default" tag means the
+			// default injection labels go to that revision.
+			if !contains(cp.Tags, tag) {
+				cp.Tags = append(cp.Tags, tag)
+			}
+			continue
+		}
+		if cp.Injector == "" {
+			cp.Injector = c.Name
+		}
+	}
+
+	deps, err := kube.AppsV1().Deployments(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: "app=istiod"})
+	if err == nil {
+		for i := range deps.Items {
+			d := &deps.Items[i]
+			cp := get(d.Labels[LabelRev])
+			cp.Istiod = d.Namespace + "/" + d.Name
+			cp.Namespace = d.Namespace
+			if v := imageVersion(d); v != "" {
+				cp.Version = v
+			}
+		}
+	} else if !apierrors.IsForbidden(err) {
+		return inv, fmt.Errorf("listing istiod deployments: %w", err)
+	}
+
+	cms, err := kube.CoreV1().ConfigMaps(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: "istio.io/rev"})
+	if err == nil {
+		for i := range cms.Items {
+			cm := &cms.Items[i]
+			if !strings.HasPrefix(cm.Name, "istio-sidecar-injector") {
+				continue
+			}
+			rev, ver := injectorValues(cm)
+			if rev == "" {
+				rev = cm.Labels[LabelRev]
+			}
+			cp, ok := byRev[orDefault(rev)]
+			if !ok {
+				// A ConfigMap without a webhook is a control plane that cannot inject.
+				cp = get(rev)
+			}
+			if cp.Namespace == "" {
+				cp.Namespace = cm.Namespace
+			}
+			if cp.Version == "" {
+				cp.Version = ver
+			}
+		}
+	} else if !apierrors.IsForbidden(err) {
+		return inv, fmt.Errorf("listing istio configmaps: %w", err)
+	}
+
+	for _, cp := range byRev {
+		sort.Strings(cp.Tags)
+		inv.ControlPlanes = append(inv.ControlPlanes, *cp)
+	}
+	sort.Slice(inv.ControlPlanes, func(i, j int) bool { return inv.ControlPlanes[i].Revision < inv.ControlPlanes[j].Revision })
+	sort.Slice(inv.Webhooks, func(i, j int) bool {
+		a, b := inv.Webhooks[i], inv.Webhooks[j]
+		if a.Config != b.Config {
+			return a.Config < b.Config
+		}
+		return a.Name < b.Name
+	})
+	return inv, nil
+}
+
+// injectorValues reads revision and version from the injector ConfigMap's
+// "values" (the chart's values, as JSON).
+func injectorValues(cm *corev1.ConfigMap) (revision, version string) {
+	var v struct {
+		Revision string `json:"revision"`
+		Global   struct {
+			Tag json.RawMessage `json:"tag"`
+		} `json:"global"`
+	}
+	if err := json.Unmarshal([]byte(cm.Data["values"]), &v); err != nil {
+		return "", ""
+	}
+	tag := strings.Trim(string(v.Global.Tag), `"`)
+	if tag == "null" {
+		tag = ""
+	}
+	return v.Revision, tag
+}
+
+func imageVersion(d *appsv1.Deployment) string {
+	for _, c := range d.Spec.Template.Spec.Containers {
+		if c.Name != "discovery" {
+			continue
+		}
+		img := c.Image
+		if i := strings.LastIndex(img, "@"); i >= 0 {
+			img = img[:i]
+		}
+		if i := strings.LastIndex(img, ":"); i >= 0 && !strings.Contains(img[i:], "/") {
+			return img[i+1:]
+		}
+	}
+	return ""
+}
+
+func orDefault(rev string) string {
+	if rev == "" {
+		return DefaultRevision
+	}
+	return rev
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
