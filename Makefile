@@ -41,6 +41,9 @@ LAB_BINARIES := $(LAB_BIN)/etcd-$(ETCD_VERSION) \
 
 all: build
 
+deps:
+	hack/install-deps.sh
+
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/kubectl-mesh ./cmd/kubectl-mesh
 
@@ -57,3 +60,25 @@ $(LAB_BIN)/kwok-$(KWOK_VERSION):
 
 $(LAB_BIN)/pilot-discovery-$(ISTIO_VERSION):
 	cd hack/tools/istio && $(GO) build -trimpath -ldflags '$(ISTIO_LDFLAGS)' -o $@ istio.io/istio/pilot/cmd/pilot-discovery
+
+install: build
+	install -m 0755 $(BIN)/kubectl-mesh $(PREFIX)/bin/kubectl-mesh
+
+# Unit tests of the product, then the e2e suite against a real local lab
+# (started once for the whole run, or reused when `make lab-up` left one).
+test: deps lab-bins
+	$(GO) test -count=1 ./...
+	cd test && $(GO) test -count=1 -p 1 -timeout 30m ./...
+
+bench: deps lab-bins
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+	cd test && $(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
+
+lint:
+	@out=$$(gofmt -l cmd pkg test hack); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	cd test && $(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+clean:
+	rm -rf $(BIN) dist
