@@ -32,11 +32,7 @@ func NewCmdMesh(o *options.Options) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			switch o.Color {
-			case "auto", "always", "never":
-				return nil
-			}
-			return fmt.Errorf("invalid --color %q: use auto, always or never", o.Color)
+			return ValidateColor(o.Color)
 		},
 	}
 	cmd.SetIn(o.In)
@@ -47,7 +43,10 @@ func NewCmdMesh(o *options.Options) *cobra.Command {
 	o.ConfigFlags.AddFlags(flags)
 	flags.StringVar(&o.Color, "color", o.Color, "Colorize output: auto (only on a terminal), always or never")
 
+	registerFlagCompletions(cmd, o)
+
 	cmd.AddCommand(NewCmdVersion(o))
+	cmd.AddCommand(NewCmdCompletion(o))
 	return cmd
 }
 

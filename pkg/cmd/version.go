@@ -53,7 +53,8 @@ func NewCmdVersion(root *options.Options) *cobra.Command {
 
   # Machine-readable
   kubectl mesh version -o json`,
-		Args: cobra.NoArgs,
+		Args:              cobra.NoArgs,
+		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.Validate(); err != nil {
 				return err
@@ -63,6 +64,7 @@ func NewCmdVersion(root *options.Options) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&o.ClientOnly, "client", false, "Print only the plugin's version; do not contact the cluster")
 	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "Output format: one of json, yaml")
+	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]cobra.Completion{"json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
