@@ -61,6 +61,14 @@ $(LAB_BIN)/kwok-$(KWOK_VERSION):
 $(LAB_BIN)/pilot-discovery-$(ISTIO_VERSION):
 	cd hack/tools/istio && $(GO) build -trimpath -ldflags '$(ISTIO_LDFLAGS)' -o $@ istio.io/istio/pilot/cmd/pilot-discovery
 
+LAB := cd test && $(GO) run ./lab/cmd/lab
+
+lab-up: lab-bins
+	$(LAB) up
+
+lab-down:
+	$(LAB) down
+
 install: build
 	install -m 0755 $(BIN)/kubectl-mesh $(PREFIX)/bin/kubectl-mesh
 

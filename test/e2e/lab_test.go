@@ -1,0 +1,180 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kubectl-mesh/kubectl-mesh/test/lab"
+	"github.com/kubectl-mesh/kubectl-mesh/test/labtest"
+)
+
+// TestLabRunsPods proves the control plane schedules and KWOK runs pods.
+func TestLabRunsPods(t *testing.T) {
+	env := labtest.Get(t)
+	ns := env.Namespace(t, nil)
+	env.Deployment(t, ns, "web", nil, 2)
+	pods, err := env.Kube.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app=web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pods.Items) != 2 {
+		t.Fatalf("got %d pods, want 2", len(pods.Items))
+	}
+	for _, p := range pods.Items {
+		if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" || p.Spec.NodeName != lab.NodeName {
+			t.Errorf("pod %s: phase %s, IP %q, node %q; want Running with an IP on %s", p.Name, p.Status.Phase, p.Status.PodIP, p.Spec.NodeName, lab.NodeName)
+		}
+	}
+}
+
+// TestLabInjectsSidecars proves injection is istiod's, for real: label the
+// namespace, restart, and the new pod has istio-init and istio-proxy and is
+// 2/2 Ready.
+func TestLabInjectsSidecars(t *testing.T) {
+	env := labtest.Get(t)
+	ctx := context.Background()
+	ns := env.Namespace(t, nil)
+	env.Deployment(t, ns, "web", nil, 1)
+
+	patch := `{"metadata":{"labels":{"istio-injection":"enabled"}}}`
+	if _, err := env.Kube.CoreV1().Namespaces().Patch(ctx, ns, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	restart := `{"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt":"` + time.Now().Format(time.RFC3339) + `"}}}}}`
+	if _, err := env.Kube.AppsV1().Deployments(ns).Patch(ctx, "web", types.StrategicMergePatchType, []byte(restart), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.WaitDeploymentReady(ctx, env.Kube, ns, "web", 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	pods, err := env.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var running []corev1.Pod
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil {
+			running = append(running, p)
+		}
+	}
+	if len(running) != 1 {
+		t.Fatalf("got %d live pods after the restart, want 1", len(running))
+	}
+	p := running[0]
+	names := func(cs []corev1.Container) []string {
+		var out []string
+		for _, c := range cs {
+			out = append(out, c.Name)
+		}
+		return out
+	}
+	if got := strings.Join(names(p.Spec.InitContainers), ","); got != "istio-init" {
+		t.Errorf("init containers = %q, want istio-init", got)
+	}
+	if got := strings.Join(names(p.Spec.Containers), ","); got != "app,istio-proxy" {
+		t.Errorf("containers = %q, want app,istio-proxy", got)
+	}
+	ready := 0
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.Ready {
+			ready++
+		}
+	}
+	if ready != 2 {
+		t.Errorf("pod %s is %d/2 ready", p.Name, ready)
+	}
+	if p.Annotations["sidecar.istio.io/status"] == "" {
+		t.Errorf("pod %s lacks istiod's sidecar.istio.io/status annotation", p.Name)
+	}
+}
+
+// TestLabValidatesIstioSchema proves the API server checks Istio's CRD
+// schema: a string weight is rejected.
+func TestLabValidatesIstioSchema(t *testing.T) {
+	env := labtest.Get(t)
+	ns := env.Namespace(t, nil)
+	vs := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "networking.istio.io/v1",
+		"kind":       "VirtualService",
+		"metadata":   map[string]any{"name": "reviews", "namespace": ns},
+		"spec": map[string]any{
+			"hosts": []any{"reviews"},
+			"http": []any{map[string]any{"route": []any{
+				map[string]any{"destination": map[string]any{"host": "reviews", "subset": "v1"}, "weight": "90"},
+				map[string]any{"destination": map[string]any{"host": "reviews", "subset": "v2"}, "weight": 10},
+			}}},
+		},
+	}}
+	gvr := schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "virtualservices"}
+	_, err := env.Dynamic.Resource(gvr).Namespace(ns).Create(context.Background(), vs, metav1.CreateOptions{})
+	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "weight") {
+		t.Fatalf("creating a VirtualService with weight \"90\": got %v, want an Invalid error about weight", err)
+	}
+}
+
+// TestLabValidatesWithIstiod proves istiod's validating webhook runs: a
+// VirtualService the schema accepts but Istio does not (no hosts) is denied
+// by the webhook.
+func TestLabValidatesWithIstiod(t *testing.T) {
+	env := labtest.Get(t)
+	ns := env.Namespace(t, nil)
+	vs := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "networking.istio.io/v1",
+		"kind":       "VirtualService",
+		"metadata":   map[string]any{"name": "nohosts", "namespace": ns},
+		"spec": map[string]any{
+			"http": []any{map[string]any{"route": []any{
+				map[string]any{"destination": map[string]any{"host": "reviews"}},
+			}}},
+		},
+	}}
+	gvr := schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "virtualservices"}
+	_, err := env.Dynamic.Resource(gvr).Namespace(ns).Create(context.Background(), vs, metav1.CreateOptions{})
+	if err == nil || !strings.Contains(err.Error(), "validation.istio.io") {
+		t.Fatalf("creating a VirtualService without hosts: got %v, want a denial from istiod's validation webhook", err)
+	}
+}
+
+// TestVersionThroughKubectl runs `kubectl mesh version` the way users do:
+// kubectl finds kubectl-mesh on PATH.
+func TestVersionThroughKubectl(t *testing.T) {
+	env := labtest.Get(t)
+	binDir := t.TempDir()
+	build := exec.Command("go", "build", "-o", filepath.Join(binDir, "kubectl-mesh"),
+		"-ldflags", "-X github.com/kubectl-mesh/kubectl-mesh/pkg/version.Version=v0.0.0-e2e",
+		"github.com/kubectl-mesh/kubectl-mesh/cmd/kubectl-mesh")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building kubectl-mesh: %v\n%s", err, out)
+	}
+	kubectl := filepath.Join(env.Lab.BinDir, "kubectl-"+lab.KubeVersion)
+	cmd := exec.Command(kubectl, "mesh", "version", "--kubeconfig", env.Kubeconfig)
+	cmd.Env = append(os.Environ(), "PATH="+binDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl mesh version: %v\n%s", err, out)
+	}
+	want := []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^Client Version: v0\.0\.0-e2e \(commit none, built unknown, go1\.[0-9.]+, linux/amd64\)$`),
+		regexp.MustCompile(`(?m)^Server Version: v1\.35\.0$`),
+		regexp.MustCompile(`(?m)^Istio Control Plane: 1\.31\.0 \(revision default; injector istio-sidecar-injector\)$`),
+	}
+	for _, re := range want {
+		if !re.Match(out) {
+			t.Errorf("output does not match %s:\n%s", re, out)
+		}
+	}
+}

@@ -1,0 +1,61 @@
+// Command lab starts and stops the local kubectl-mesh lab.
+//
+//	lab up     start (or reuse) the lab and print how to use it
+//	lab down   stop every lab process and remove the lab's state
+//	lab status say whether a lab is running
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/kubectl-mesh/kubectl-mesh/test/lab"
+)
+
+func main() {
+	if len(os.Args) != 2 {
+		fmt.Fprintln(os.Stderr, "usage: lab up|down|status")
+		os.Exit(2)
+	}
+	cfg, err := lab.DefaultConfig()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	switch os.Args[1] {
+	case "up":
+		l, err := lab.Up(ctx, cfg)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "error:", err)
+			os.Exit(1)
+		}
+		fmt.Printf(`The lab is running: Kubernetes %s, Istio %s, KWOK node %q.
+Use it with:
+  export KUBECONFIG=%s
+  kubectl get pods -A          # or %s/kubectl-%s
+  kubectl mesh version
+Stop it with: make lab-down
+`, lab.KubeVersion, lab.IstioVersion, lab.NodeName, l.Kubeconfig, cfg.BinDir, lab.KubeVersion)
+	case "down":
+		if err := lab.Down(cfg); err != nil {
+			fmt.Fprintln(os.Stderr, "error:", err)
+			os.Exit(1)
+		}
+		fmt.Println("The lab is stopped and its state removed.")
+	case "status":
+		if lab.Running(ctx, cfg) {
+			fmt.Printf("running (KUBECONFIG=%s/kubeconfig)\n", cfg.StateDir)
+			return
+		}
+		fmt.Println("not running")
+		os.Exit(3)
+	default:
+		fmt.Fprintf(os.Stderr, "unknown command %q: use up, down or status\n", os.Args[1])
+		os.Exit(2)
+	}
+}
