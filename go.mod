@@ -3,7 +3,9 @@ module github.com/kubectl-mesh/kubectl-mesh
 go 1.26.0
 
 require (
+	github.com/gopacket/gopacket v1.7.7
 	github.com/spf13/cobra v1.10.2
+	golang.org/x/term v0.48.0
 	istio.io/client-go v1.32.0
 	k8s.io/api v0.35.0
 	k8s.io/apimachinery v0.35.0
@@ -65,7 +67,6 @@ require (
 	golang.org/x/oauth2 v0.34.0 // indirect
 	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
-	golang.org/x/term v0.48.0 // indirect
 	golang.org/x/text v0.44.0 // indirect
 	golang.org/x/time v0.14.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20251213004720-97cd9d5aeac2 // indirect
