@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
 )
 
 // Labels Istio puts on its objects.
@@ -42,6 +43,19 @@ type ControlPlane struct {
 	Injector string `json:"injector,omitempty"`
 	// Istiod names the istiod Deployment, when istiod runs in the cluster.
 	Istiod string `json:"istiod,omitempty"`
+	// Injection is the injector's own policy from its ConfigMap: the
+	// webhook selectors decide which pods reach istiod, this decides what
+	// istiod then does with them.
+	Injection InjectionConfig `json:"-"`
+}
+
+// InjectionConfig is the part of the istio-sidecar-injector ConfigMap's
+// "config" that decides whether a pod gets a sidecar.
+type InjectionConfig struct {
+	// Policy is "enabled" or "disabled"; "" when the ConfigMap was not readable.
+	Policy               string                 `json:"policy"`
+	AlwaysInjectSelector []metav1.LabelSelector `json:"alwaysInjectSelector"`
+	NeverInjectSelector  []metav1.LabelSelector `json:"neverInjectSelector"`
 }
 
 // Webhook is one sidecar-injection webhook: the revision (or tag) it serves
@@ -198,6 +212,9 @@ func Discover(ctx context.Context, kube kubernetes.Interface) (Inventory, error)
 			if cp.Version == "" {
 				cp.Version = ver
 			}
+			if cp.Injection.Policy == "" {
+				cp.Injection = injectorConfig(cm)
+			}
 		}
 	} else if !apierrors.IsForbidden(err) {
 		return inv, fmt.Errorf("listing istio configmaps: %w", err)
@@ -235,6 +252,17 @@ func injectorValues(cm *corev1.ConfigMap) (revision, version string) {
 		tag = ""
 	}
 	return v.Revision, tag
+}
+
+// injectorConfig reads the injection policy and selectors from the injector
+// ConfigMap's "config". Istio treats an unparsable config as fatal, so a
+// ConfigMap we cannot read yields the chart's default policy.
+func injectorConfig(cm *corev1.ConfigMap) InjectionConfig {
+	var c InjectionConfig
+	if err := yaml.Unmarshal([]byte(cm.Data["config"]), &c); err != nil || c.Policy == "" {
+		c.Policy = "enabled"
+	}
+	return c
 }
 
 func imageVersion(d *appsv1.Deployment) string {

@@ -1,0 +1,114 @@
+package inject
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"testing"
+
+	istiofake "istio.io/client-go/pkg/clientset/versioned/fake"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	kubefake "k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+func TestSelect(t *testing.T) {
+	nsOn := namespace("on", map[string]string{LabelInjection: "enabled"})
+	nsOff := namespace("off", nil)
+	nsCanary := namespace("canary", map[string]string{LabelRev: "canary"})
+	plain := deployment("on", "plain", 2, nil, nil)
+	optOut := deployment("on", "opt-out", 1, map[string]string{LabelSidecarInject: "false"}, nil)
+	done := deployment("on", "done", 1, nil, nil)
+	old := deployment("on", "old", 1, nil, nil)
+	half := deployment("on", "half", 2, nil, nil)
+	zero := deployment("on", "zero", 0, nil, nil)
+	leftover := deployment("off", "leftover", 1, nil, nil)
+	moved := deployment("canary", "moved", 1, nil, nil)
+	paused := deployment("on", "paused", 1, nil, nil)
+	paused.Spec.Paused = true
+	bare := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "on", Name: "bare", Labels: map[string]string{"app": "bare"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}, Status: corev1.PodStatus{Phase: corev1.PodRunning}}
+	terminating := pod(plain, 3, "", "")
+	terminating.DeletionTimestamp = &metav1.Time{}
+	objs := []runtime.Object{
+		injectorMWC("", ""), injectorCM("", "1.31.0", "policy: enabled\n"), injectorMWC("canary", ""), injectorCM("canary", "1.31.0", "policy: enabled\n"),
+		nsOn, nsOff, nsCanary, plain, optOut, done, old, half, zero, leftover, moved, paused, bare,
+		pod(plain, 0, "", ""), pod(plain, 1, "", ""), terminating,
+		pod(optOut, 0, "", ""),
+		pod(done, 0, "default", "1.31.0"),
+		pod(old, 0, "default", "1.30.0"),
+		pod(half, 0, "default", "1.31.0"), pod(half, 1, "", ""),
+		pod(leftover, 0, "default", "1.31.0"),
+		pod(moved, 0, "default", "1.31.0"),
+		pod(paused, 0, "", ""),
+	}
+	kube := kubefake.NewClientset(objs...)
+	inv := inventory(t, objs...)
+	r := NewRules(inv)
+	snap, err := Collect(context.Background(), kube, Scope{AllNamespaces: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	for _, tg := range r.Select(snap, RestartConfig{}) {
+		fmt.Fprintf(&got, "%s/%s: %s\n", tg.Workload.Namespace, tg.Workload.Ref(), tg.Assessment.Why)
+	}
+	want := `canary/deployment/moved: sidecar from revision default, new pods get canary
+off/deployment/leftover: 1/1 pods have a sidecar but new pods get none (injection not enabled)
+on/deployment/half: 1/2 pods have no sidecar
+on/deployment/old: sidecar 1.30.0, control plane 1.31.0
+on/deployment/paused: 1/1 pods have no sidecar
+on/deployment/plain: 2/2 pods have no sidecar
+on/pod/bare: 1/1 pods have no sidecar
+`
+	if got.String() != want {
+		t.Errorf("Select() =\n%s\nwant\n%s", got.String(), want)
+	}
+}
+
+// countLists counts LIST calls per resource.
+func countLists(actions []k8stesting.Action) map[string]int {
+	n := map[string]int{}
+	for _, a := range actions {
+		if a.GetVerb() == "list" {
+			n[a.GetResource().Resource]++
+		}
+	}
+	return n
+}
+
+func TestBuildStatusListCallsAreConstant(t *testing.T) {
+	for _, namespaces := range []int{1, 30} {
+		objs := []runtime.Object{injectorMWC("", ""), injectorCM("", "1.31.0", "policy: enabled\n")}
+		for i := 0; i < namespaces; i++ {
+			ns := fmt.Sprintf("ns-%02d", i)
+			d := deployment(ns, "app", 2, nil, nil)
+			objs = append(objs, namespace(ns, map[string]string{LabelInjection: "enabled"}), d, pod(d, 0, "default", "1.31.0"), pod(d, 1, "", ""))
+		}
+		kube := kubefake.NewClientset(objs...)
+		istio := istiofake.NewSimpleClientset()
+		rep, err := BuildStatus(context.Background(), kube, istio, Scope{AllNamespaces: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Namespaces) != namespaces {
+			t.Fatalf("%d namespaces reported, want %d", len(rep.Namespaces), namespaces)
+		}
+		lists := countLists(append(kube.Actions(), istio.Actions()...))
+		want := map[string]int{"mutatingwebhookconfigurations": 1, "deployments": 2, "configmaps": 1, "namespaces": 1,
+			"pods": 1, "statefulsets": 1, "daemonsets": 1, "peerauthentications": 1}
+		if fmt.Sprint(lists) != fmt.Sprint(want) {
+			t.Errorf("%d namespaces: LIST calls %v, want %v", namespaces, lists, want)
+		}
+		total := len(kube.Actions()) + len(istio.Actions())
+		if total != 9 {
+			t.Errorf("%d namespaces: %d API calls, want 9", namespaces, total)
+		}
+		st := rep.Namespaces[0]
+		if st.Pods != 2 || st.PodsWithSidecar != 1 || st.PodsNeedingRestart != 2 || st.WorkloadsWithSidecar != 0 || st.Workloads != 1 {
+			t.Errorf("namespace status = %+v", st)
+		}
+	}
+}
