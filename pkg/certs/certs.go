@@ -1,0 +1,142 @@
+// Package certs reads a workload's mTLS certificates (from the Envoy admin
+// config_dump, the legacy /etc/certs files or PEM files), describes every
+// certificate and gives a verdict: the chain verifies to the trust root, the
+// leaf is valid now and its SPIFFE ID is the pod's identity.
+package certs
+
+import (
+	"crypto/x509"
+	"time"
+)
+
+// Source names where a Bundle came from; also the values of --source.
+type Source string
+
+const (
+	SourceAuto   Source = "auto"
+	SourceEnvoy  Source = "envoy"
+	SourceLegacy Source = "legacy"
+	SourceFile   Source = "file"
+)
+
+// Sources are the values --source accepts, in the order auto tries them
+// (file only when asked for).
+var Sources = []Source{SourceAuto, SourceEnvoy, SourceLegacy, SourceFile}
+
+// Bundle is what a source yields: the workload chain (leaf first) and the
+// trust roots it should verify against.
+type Bundle struct {
+	Source Source
+	// Origin says where exactly, e.g. "config_dump via port-forward to 15000".
+	Origin string
+	Chain  []*x509.Certificate
+	Roots  []*x509.Certificate
+}
+
+// Role of a certificate in the bundle.
+const (
+	RoleLeaf         = "leaf"
+	RoleIntermediate = "intermediate"
+	RoleRoot         = "root"
+)
+
+// Status of one certificate's validity period.
+const (
+	StatusValid       = "valid"
+	StatusExpiring    = "expiring"
+	StatusExpired     = "expired"
+	StatusNotYetValid = "not-yet-valid"
+)
+
+// ExpiryWarning is how close to expiry a certificate gets a warning. Istio
+// rotates workload certificates long before this, so a leaf this close to its
+// end means rotation is stuck.
+const ExpiryWarning = 24 * time.Hour
+
+// Certificate is everything shown about one certificate.
+type Certificate struct {
+	Role               string        `json:"role"`
+	Subject            string        `json:"subject"`
+	Issuer             string        `json:"issuer"`
+	SPIFFEID           string        `json:"spiffeID,omitempty"`
+	Identity           *SPIFFEID     `json:"identity,omitempty"`
+	DNSNames           []string      `json:"dnsNames,omitempty"`
+	Serial             string        `json:"serial"`
+	KeyType            string        `json:"keyType"`
+	SignatureAlgorithm string        `json:"signatureAlgorithm"`
+	IsCA               bool          `json:"isCA"`
+	NotBefore          time.Time     `json:"notBefore"`
+	NotAfter           time.Time     `json:"notAfter"`
+	TimeLeft           time.Duration `json:"timeLeft"`
+	Status             string        `json:"status"`
+	SHA256             string        `json:"sha256Fingerprint"`
+
+	cert *x509.Certificate
+}
+
+// X509 is the parsed certificate behind c.
+func (c *Certificate) X509() *x509.Certificate { return c.cert }
+
+// SPIFFEID is a parsed Istio workload identity:
+// spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/SERVICE-ACCOUNT.
+type SPIFFEID struct {
+	TrustDomain    string `json:"trustDomain"`
+	Namespace      string `json:"namespace,omitempty"`
+	ServiceAccount string `json:"serviceAccount,omitempty"`
+}
+
+// Check is one line of a verdict.
+type Check struct {
+	Name    string `json:"name"`
+	OK      bool   `json:"ok"`
+	Message string `json:"message"`
+}
+
+// Verdict sums up the checks; OK only when every check passed. Warnings do
+// not fail it.
+type Verdict struct {
+	OK       bool     `json:"ok"`
+	Checks   []Check  `json:"checks"`
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// Failures are the messages of the failed checks.
+func (v Verdict) Failures() []string {
+	var out []string
+	for _, c := range v.Checks {
+		if !c.OK {
+			out = append(out, c.Message)
+		}
+	}
+	return out
+}
+
+// Workload names the pod a report is about; empty for --file without a pod.
+type Workload struct {
+	Namespace      string `json:"namespace"`
+	Pod            string `json:"pod"`
+	ServiceAccount string `json:"serviceAccount"`
+}
+
+// Report is the result for one workload.
+type Report struct {
+	Workload     *Workload     `json:"workload,omitempty"`
+	Source       Source        `json:"source"`
+	Origin       string        `json:"origin"`
+	MTLS         *MTLS         `json:"mtls,omitempty"`
+	Certificates []Certificate `json:"certificates"`
+	Verdict      Verdict       `json:"verdict"`
+
+	bundle *Bundle
+}
+
+// Bundle is the raw certificates the report was built from.
+func (r *Report) Bundle() *Bundle { return r.bundle }
+
+// Name is how the report's workload is called in messages.
+func (r *Report) Name() string {
+	if r.Workload == nil {
+		return r.Origin
+	}
+	return r.Workload.Namespace + "/" + r.Workload.Pod
+}

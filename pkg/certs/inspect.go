@@ -1,0 +1,195 @@
+package certs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// ProxyContainer is the sidecar Istio injects.
+const ProxyContainer = "istio-proxy"
+
+// DefaultAdminPort is Envoy's admin port in Istio sidecars.
+const DefaultAdminPort = 15000
+
+// Legacy files: Istio ≤ 1.4 mounted the istio.default secret at /etc/certs.
+const (
+	LegacyChainFile = "/etc/certs/cert-chain.pem"
+	LegacyRootFile  = "/etc/certs/root-cert.pem"
+)
+
+// Forwarder fetches an HTTP path from a port of a pod (a port-forward).
+type Forwarder interface {
+	Get(ctx context.Context, pod *corev1.Pod, port int, path string) ([]byte, error)
+}
+
+// Executor runs a command in a container of a pod and returns its stdout.
+type Executor interface {
+	Exec(ctx context.Context, pod *corev1.Pod, container string, command []string) ([]byte, error)
+}
+
+// Clients are what Inspect talks to. Istio may be nil: the mTLS mode is then
+// not shown.
+type Clients struct {
+	Istio     istioclient.Interface
+	Forwarder Forwarder
+	Executor  Executor
+}
+
+// Config is one inspection.
+type Config struct {
+	Source        Source
+	Files         []string
+	AdminPort     int
+	RootNamespace string
+	Now           time.Time
+}
+
+// Inspect reads the certificates of pod (nil only with SourceFile) and judges
+// them. An error means no certificates could be read; a failed verdict is in
+// the report.
+func Inspect(ctx context.Context, c Clients, cfg Config, pod *corev1.Pod) (*Report, error) {
+	if cfg.AdminPort == 0 {
+		cfg.AdminPort = DefaultAdminPort
+	}
+	if cfg.Source == "" {
+		cfg.Source = SourceAuto
+	}
+	if pod == nil && cfg.Source != SourceFile {
+		return nil, errors.New("no pod given: name a pod, TYPE/NAME or -l SELECTOR, or read PEM files with --file")
+	}
+	if pod != nil && cfg.Source != SourceFile {
+		if err := CheckPod(pod); err != nil {
+			return nil, err
+		}
+	}
+	b, err := fetch(ctx, c, cfg, pod)
+	if err != nil {
+		return nil, err
+	}
+	r := &Report{Source: b.Source, Origin: b.Origin, bundle: b}
+	expect := Expect{}
+	if pod != nil {
+		r.Workload = &Workload{Namespace: pod.Namespace, Pod: pod.Name, ServiceAccount: ServiceAccount(pod)}
+		expect = Expect{Namespace: pod.Namespace, ServiceAccount: ServiceAccount(pod)}
+		if c.Istio != nil {
+			if r.MTLS, err = EffectiveMTLS(ctx, c.Istio, cfg.RootNamespace, pod); err != nil {
+				return nil, fmt.Errorf("reading the mTLS mode of pod %s/%s: %w", pod.Namespace, pod.Name, err)
+			}
+		}
+	}
+	r.Certificates, r.Verdict = Evaluate(b, expect, cfg.Now)
+	return r, nil
+}
+
+// ServiceAccount is the pod's service account, "default" when unset.
+func ServiceAccount(pod *corev1.Pod) string {
+	if pod.Spec.ServiceAccountName != "" {
+		return pod.Spec.ServiceAccountName
+	}
+	return "default"
+}
+
+// CheckPod fails for pods that cannot have a mesh certificate: no sidecar, or
+// not running.
+func CheckPod(pod *corev1.Pod) error {
+	if !HasProxy(pod) {
+		return fmt.Errorf("pod %s/%s has no %s container, so it has no mesh certificate; enable sidecar injection and restart its workloads:\n  kubectl mesh enable-injection %s\n  kubectl mesh restart %s",
+			pod.Namespace, pod.Name, ProxyContainer, pod.Namespace, pod.Namespace)
+	}
+	if pod.Status.Phase != corev1.PodRunning {
+		return fmt.Errorf("pod %s/%s is %s, not Running; wait for it (kubectl wait --for=condition=Ready pod/%s -n %s) or pick another pod",
+			pod.Namespace, pod.Name, phase(pod), pod.Name, pod.Namespace)
+	}
+	return nil
+}
+
+func phase(pod *corev1.Pod) string {
+	if pod.Status.Phase == "" {
+		return "Pending"
+	}
+	return string(pod.Status.Phase)
+}
+
+// HasProxy reports whether the pod has the Istio sidecar, as a regular
+// container or as a native sidecar (restartable init container).
+func HasProxy(pod *corev1.Pod) bool {
+	for _, c := range pod.Spec.Containers {
+		if c.Name == ProxyContainer {
+			return true
+		}
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name == ProxyContainer && c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			return true
+		}
+	}
+	return false
+}
+
+func fetch(ctx context.Context, c Clients, cfg Config, pod *corev1.Pod) (*Bundle, error) {
+	switch cfg.Source {
+	case SourceFile:
+		return LoadFiles(cfg.Files)
+	case SourceEnvoy:
+		return fetchEnvoy(ctx, c, cfg, pod)
+	case SourceLegacy:
+		return fetchLegacy(ctx, c, pod)
+	case SourceAuto:
+		b, err := fetchEnvoy(ctx, c, cfg, pod)
+		// Only an Envoy without SDS secrets (Istio ≤ 1.4 mounted files) or
+		// without a reachable admin port is worth a second try.
+		var unreachable *UnreachableError
+		if err == nil || !(errors.Is(err, ErrEmptyConfigDump) || errors.As(err, &unreachable)) {
+			return b, err
+		}
+		lb, lerr := fetchLegacy(ctx, c, pod)
+		if lerr == nil {
+			return lb, nil
+		}
+		return nil, fmt.Errorf("no certificates found in pod %s/%s:\n  envoy admin: %v\n  legacy files: %v", pod.Namespace, pod.Name, err, lerr)
+	}
+	return nil, fmt.Errorf("unknown source %q", cfg.Source)
+}
+
+func fetchEnvoy(ctx context.Context, c Clients, cfg Config, pod *corev1.Pod) (*Bundle, error) {
+	data, err := c.Forwarder.Get(ctx, pod, cfg.AdminPort, ConfigDumpPath)
+	if err != nil {
+		return nil, err
+	}
+	b, err := ParseConfigDump(data)
+	if err != nil {
+		return nil, fmt.Errorf("reading the Envoy admin config_dump of pod %s/%s (port %d): %w", pod.Namespace, pod.Name, cfg.AdminPort, err)
+	}
+	b.Origin = fmt.Sprintf("envoy admin config_dump, port-forward to %d", cfg.AdminPort)
+	return b, nil
+}
+
+func fetchLegacy(ctx context.Context, c Clients, pod *corev1.Pod) (*Bundle, error) {
+	b := &Bundle{Source: SourceLegacy, Origin: "exec cat " + LegacyChainFile + " " + LegacyRootFile}
+	for _, f := range []string{LegacyChainFile, LegacyRootFile} {
+		out, err := c.Executor.Exec(ctx, pod, ProxyContainer, []string{"cat", f})
+		if err != nil {
+			var ee *ExecError
+			if errors.As(err, &ee) && strings.Contains(ee.Stderr, "No such file") {
+				return nil, fmt.Errorf("%s does not exist in %s of pod %s/%s: since Istio 1.5 certificates come over SDS; use --source envoy", f, ProxyContainer, pod.Namespace, pod.Name)
+			}
+			return nil, err
+		}
+		certs, err := ParsePEM(out)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s from pod %s/%s: %w", f, pod.Namespace, pod.Name, err)
+		}
+		if f == LegacyRootFile {
+			b.Roots = certs
+		} else {
+			b.Chain = certs
+		}
+	}
+	return splitRoots(b)
+}

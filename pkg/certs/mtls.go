@@ -1,0 +1,136 @@
+package certs
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	securityv1beta1 "istio.io/api/security/v1beta1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// DefaultRootNamespace is where Istio reads mesh-wide policies from.
+const DefaultRootNamespace = "istio-system"
+
+// MTLS is the effective PeerAuthentication mode for a workload.
+type MTLS struct {
+	Mode string `json:"mode"`
+	// From names the policy that decided it, e.g.
+	// "PeerAuthentication istio-system/default (mesh-wide)", or "default".
+	From  string     `json:"from"`
+	Ports []PortMTLS `json:"ports,omitempty"`
+}
+
+// PortMTLS is a port-level override.
+type PortMTLS struct {
+	Port uint32 `json:"port"`
+	Mode string `json:"mode"`
+	From string `json:"from"`
+}
+
+// String is the one-line form used in tables.
+func (m *MTLS) String() string {
+	if m == nil {
+		return "-"
+	}
+	s := m.Mode
+	for _, p := range m.Ports {
+		s += fmt.Sprintf(", port %d %s", p.Port, p.Mode)
+	}
+	return s
+}
+
+// EffectiveMTLS resolves the PeerAuthentication mode for pod the way istiod
+// does: a workload policy (selector matches the pod) overrides the namespace
+// policy (no selector), which overrides the mesh-wide policy (no selector, in
+// the root namespace); UNSET inherits from the level above; among policies at
+// one level the oldest wins. Port-level settings apply only from a workload
+// policy. Without any policy the mode is PERMISSIVE.
+func EffectiveMTLS(ctx context.Context, istio istioclient.Interface, rootNamespace string, pod *corev1.Pod) (*MTLS, error) {
+	if rootNamespace == "" {
+		rootNamespace = DefaultRootNamespace
+	}
+	list := func(ns string) ([]*securityv1.PeerAuthentication, error) {
+		l, err := istio.SecurityV1().PeerAuthentications(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("listing PeerAuthentications in namespace %s: %w", ns, err)
+		}
+		out := make([]*securityv1.PeerAuthentication, 0, len(l.Items))
+		for _, p := range l.Items {
+			out = append(out, p)
+		}
+		sortOldestFirst(out)
+		return out, nil
+	}
+	root, err := list(rootNamespace)
+	if err != nil {
+		return nil, err
+	}
+	local := root
+	if pod.Namespace != rootNamespace {
+		if local, err = list(pod.Namespace); err != nil {
+			return nil, err
+		}
+	}
+	m := &MTLS{Mode: "PERMISSIVE", From: "default (no PeerAuthentication)"}
+	apply := func(p *securityv1.PeerAuthentication, scope string) {
+		if mode := p.Spec.GetMtls().GetMode(); mode != securityv1beta1.PeerAuthentication_MutualTLS_UNSET {
+			m.Mode = mode.String()
+			m.From = fmt.Sprintf("PeerAuthentication %s/%s (%s)", p.Namespace, p.Name, scope)
+		}
+	}
+	if p := first(root, func(p *securityv1.PeerAuthentication) bool { return p.Spec.GetSelector() == nil }); p != nil {
+		apply(p, "mesh-wide")
+	}
+	if pod.Namespace != rootNamespace {
+		if p := first(local, func(p *securityv1.PeerAuthentication) bool { return p.Spec.GetSelector() == nil }); p != nil {
+			apply(p, "namespace")
+		}
+	}
+	podLabels := labels.Set(pod.Labels)
+	w := first(local, func(p *securityv1.PeerAuthentication) bool {
+		sel := p.Spec.GetSelector()
+		return sel != nil && labels.SelectorFromSet(sel.GetMatchLabels()).Matches(podLabels)
+	})
+	if w == nil {
+		return m, nil
+	}
+	apply(w, "workload")
+	ports := make([]uint32, 0, len(w.Spec.GetPortLevelMtls()))
+	for port := range w.Spec.GetPortLevelMtls() {
+		ports = append(ports, port)
+	}
+	sort.Slice(ports, func(i, j int) bool { return ports[i] < ports[j] })
+	for _, port := range ports {
+		mode := w.Spec.GetPortLevelMtls()[port].GetMode()
+		if mode == securityv1beta1.PeerAuthentication_MutualTLS_UNSET {
+			continue
+		}
+		m.Ports = append(m.Ports, PortMTLS{Port: port, Mode: mode.String(), From: fmt.Sprintf("PeerAuthentication %s/%s (port-level)", w.Namespace, w.Name)})
+	}
+	return m, nil
+}
+
+func first(ps []*securityv1.PeerAuthentication, ok func(*securityv1.PeerAuthentication) bool) *securityv1.PeerAuthentication {
+	for _, p := range ps {
+		if ok(p) {
+			return p
+		}
+	}
+	return nil
+}
+
+// sortOldestFirst orders as istiod breaks ties: creation time, then name.
+func sortOldestFirst(ps []*securityv1.PeerAuthentication) {
+	sort.SliceStable(ps, func(i, j int) bool {
+		ti, tj := ps[i].CreationTimestamp, ps[j].CreationTimestamp
+		if !ti.Equal(&tj) {
+			return ti.Before(&tj)
+		}
+		return ps[i].Name < ps[j].Name
+	})
+}

@@ -1,0 +1,122 @@
+package certs
+
+import (
+	"context"
+	"reflect"
+	"testing"
+	"time"
+
+	securityv1beta1 "istio.io/api/security/v1beta1"
+	typev1beta1 "istio.io/api/type/v1beta1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	istiofake "istio.io/client-go/pkg/clientset/versioned/fake"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+func peerAuth(ns, name string, age time.Duration, selector map[string]string, mode securityv1beta1.PeerAuthentication_MutualTLS_Mode, ports map[uint32]securityv1beta1.PeerAuthentication_MutualTLS_Mode) *securityv1.PeerAuthentication {
+	pa := &securityv1.PeerAuthentication{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, CreationTimestamp: metav1.NewTime(now.Add(-age))},
+	}
+	if selector != nil {
+		pa.Spec.Selector = &typev1beta1.WorkloadSelector{MatchLabels: selector}
+	}
+	if mode != securityv1beta1.PeerAuthentication_MutualTLS_UNSET {
+		pa.Spec.Mtls = &securityv1beta1.PeerAuthentication_MutualTLS{Mode: mode}
+	}
+	for p, m := range ports {
+		if pa.Spec.PortLevelMtls == nil {
+			pa.Spec.PortLevelMtls = map[uint32]*securityv1beta1.PeerAuthentication_MutualTLS{}
+		}
+		pa.Spec.PortLevelMtls[p] = &securityv1beta1.PeerAuthentication_MutualTLS{Mode: m}
+	}
+	return pa
+}
+
+func TestEffectiveMTLS(t *testing.T) {
+	const (
+		unset      = securityv1beta1.PeerAuthentication_MutualTLS_UNSET
+		disable    = securityv1beta1.PeerAuthentication_MutualTLS_DISABLE
+		permissive = securityv1beta1.PeerAuthentication_MutualTLS_PERMISSIVE
+		strict     = securityv1beta1.PeerAuthentication_MutualTLS_STRICT
+	)
+	app := map[string]string{"app": "frontend"}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "frontend-1", Labels: map[string]string{"app": "frontend", "version": "v1"}}}
+	tests := []struct {
+		name     string
+		policies []runtime.Object
+		want     MTLS
+	}{
+		{
+			name: "no policy",
+			want: MTLS{Mode: "PERMISSIVE", From: "default (no PeerAuthentication)"},
+		},
+		{
+			name:     "mesh-wide strict",
+			policies: []runtime.Object{peerAuth("istio-system", "default", time.Hour, nil, strict, nil)},
+			want:     MTLS{Mode: "STRICT", From: "PeerAuthentication istio-system/default (mesh-wide)"},
+		},
+		{
+			name: "a selector in the root namespace is not mesh-wide",
+			policies: []runtime.Object{
+				peerAuth("istio-system", "gw", time.Hour, app, strict, nil),
+			},
+			want: MTLS{Mode: "PERMISSIVE", From: "default (no PeerAuthentication)"},
+		},
+		{
+			name: "namespace overrides mesh",
+			policies: []runtime.Object{
+				peerAuth("istio-system", "default", time.Hour, nil, strict, nil),
+				peerAuth("default", "ns", time.Hour, nil, disable, nil),
+			},
+			want: MTLS{Mode: "DISABLE", From: "PeerAuthentication default/ns (namespace)"},
+		},
+		{
+			name: "unset namespace policy inherits mesh",
+			policies: []runtime.Object{
+				peerAuth("istio-system", "default", time.Hour, nil, strict, nil),
+				peerAuth("default", "ns", time.Hour, nil, unset, nil),
+			},
+			want: MTLS{Mode: "STRICT", From: "PeerAuthentication istio-system/default (mesh-wide)"},
+		},
+		{
+			name: "oldest namespace policy wins",
+			policies: []runtime.Object{
+				peerAuth("default", "b-old", 2*time.Hour, nil, strict, nil),
+				peerAuth("default", "a-new", time.Hour, nil, disable, nil),
+			},
+			want: MTLS{Mode: "STRICT", From: "PeerAuthentication default/b-old (namespace)"},
+		},
+		{
+			name: "workload with port-level override",
+			policies: []runtime.Object{
+				peerAuth("default", "ns", time.Hour, nil, permissive, nil),
+				peerAuth("default", "frontend", time.Hour, app, strict, map[uint32]securityv1beta1.PeerAuthentication_MutualTLS_Mode{8080: disable, 9090: unset, 80: permissive}),
+				peerAuth("default", "other", time.Hour, map[string]string{"app": "backend"}, disable, nil),
+			},
+			want: MTLS{Mode: "STRICT", From: "PeerAuthentication default/frontend (workload)", Ports: []PortMTLS{
+				{Port: 80, Mode: "PERMISSIVE", From: "PeerAuthentication default/frontend (port-level)"},
+				{Port: 8080, Mode: "DISABLE", From: "PeerAuthentication default/frontend (port-level)"},
+			}},
+		},
+		{
+			name: "workload in another namespace does not apply",
+			policies: []runtime.Object{
+				peerAuth("shop", "frontend", time.Hour, app, disable, nil),
+			},
+			want: MTLS{Mode: "PERMISSIVE", From: "default (no PeerAuthentication)"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := EffectiveMTLS(context.Background(), istiofake.NewSimpleClientset(tt.policies...), "", pod)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(*got, tt.want) {
+				t.Errorf("got  %+v\nwant %+v", *got, tt.want)
+			}
+		})
+	}
+}

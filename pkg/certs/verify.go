@@ -1,0 +1,247 @@
+package certs
+
+import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/url"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/duration"
+)
+
+// Describe returns the facts about c at time now.
+func Describe(c *x509.Certificate, role string, now time.Time) Certificate {
+	out := Certificate{
+		Role:               role,
+		Subject:            c.Subject.String(),
+		Issuer:             c.Issuer.String(),
+		DNSNames:           c.DNSNames,
+		Serial:             Serial(c.SerialNumber),
+		KeyType:            keyType(c),
+		SignatureAlgorithm: c.SignatureAlgorithm.String(),
+		IsCA:               c.IsCA,
+		NotBefore:          c.NotBefore.UTC(),
+		NotAfter:           c.NotAfter.UTC(),
+		TimeLeft:           c.NotAfter.Sub(now).Truncate(time.Second),
+		SHA256:             Fingerprint(c),
+		cert:               c,
+	}
+	for _, u := range c.URIs {
+		if u.Scheme == "spiffe" {
+			out.SPIFFEID = u.String()
+			out.Identity = ParseSPIFFEID(u)
+			break
+		}
+	}
+	switch {
+	case now.Before(c.NotBefore):
+		out.Status = StatusNotYetValid
+	case now.After(c.NotAfter):
+		out.Status = StatusExpired
+	case c.NotAfter.Sub(now) < ExpiryWarning:
+		out.Status = StatusExpiring
+	default:
+		out.Status = StatusValid
+	}
+	return out
+}
+
+// Fingerprint is the SHA-256 of the DER certificate, written as openssl does
+// (upper-case hex pairs joined by colons).
+func Fingerprint(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.Raw)
+	parts := make([]string, len(sum))
+	for i, b := range sum {
+		parts[i] = fmt.Sprintf("%02X", b)
+	}
+	return strings.Join(parts, ":")
+}
+
+// Serial is the serial number in openssl's notation: upper-case hex with an
+// even number of digits.
+func Serial(n *big.Int) string {
+	if n == nil {
+		return ""
+	}
+	sign := ""
+	if n.Sign() < 0 {
+		sign = "-"
+	}
+	s := strings.ToUpper(new(big.Int).Abs(n).Text(16))
+	if len(s)%2 == 1 {
+		s = "0" + s
+	}
+	return sign + s
+}
+
+func keyType(c *x509.Certificate) string {
+	switch k := c.PublicKey.(type) {
+	case *rsa.PublicKey:
+		return fmt.Sprintf("RSA %d", k.N.BitLen())
+	case *ecdsa.PublicKey:
+		return "ECDSA " + k.Curve.Params().Name
+	case ed25519.PublicKey:
+		return "Ed25519"
+	}
+	return c.PublicKeyAlgorithm.String()
+}
+
+// ParseSPIFFEID splits an Istio SPIFFE ID. IDs that do not follow Istio's
+// /ns/NS/sa/SA path keep only the trust domain.
+func ParseSPIFFEID(u *url.URL) *SPIFFEID {
+	id := &SPIFFEID{TrustDomain: u.Host}
+	parts := strings.Split(strings.TrimPrefix(u.Path, "/"), "/")
+	if len(parts) == 4 && parts[0] == "ns" && parts[2] == "sa" {
+		id.Namespace, id.ServiceAccount = parts[1], parts[3]
+	}
+	return id
+}
+
+// Expect is what the certificates should say about the workload.
+type Expect struct {
+	// Namespace and ServiceAccount of the pod; empty skips the identity check.
+	Namespace      string
+	ServiceAccount string
+}
+
+// Check names in a Verdict.
+const (
+	CheckChain    = "chain"
+	CheckValidity = "validity"
+	CheckIdentity = "identity"
+)
+
+// Evaluate describes every certificate of b and judges it at time now.
+func Evaluate(b *Bundle, expect Expect, now time.Time) ([]Certificate, Verdict) {
+	var certs []Certificate
+	for i, c := range b.Chain {
+		role := RoleIntermediate
+		if i == 0 {
+			role = RoleLeaf
+		}
+		certs = append(certs, Describe(c, role, now))
+	}
+	for _, c := range b.Roots {
+		certs = append(certs, Describe(c, RoleRoot, now))
+	}
+	v := Verdict{OK: true}
+	add := func(name string, err error, okMsg string) {
+		c := Check{Name: name, OK: err == nil, Message: okMsg}
+		if err != nil {
+			c.Message = err.Error()
+			v.OK = false
+		}
+		v.Checks = append(v.Checks, c)
+	}
+	add(CheckChain, verifyChain(b), chainOK(b))
+	add(CheckValidity, validity(certs, now), validityOK(certs[0], now))
+	if expect.Namespace != "" {
+		add(CheckIdentity, identity(certs[0], expect), "identity "+certs[0].SPIFFEID+" matches the pod's namespace and service account")
+	}
+	for _, c := range certs {
+		if c.Status == StatusExpiring {
+			v.Warnings = append(v.Warnings, fmt.Sprintf("%s certificate %s expires in %s (not after %s)", c.Role, describeName(c), duration.HumanDuration(c.TimeLeft), c.NotAfter.Format(time.RFC3339)))
+		}
+	}
+	return certs, v
+}
+
+func chainOK(b *Bundle) string {
+	return fmt.Sprintf("chain verifies to root %q (SHA-256 %s)", b.Roots[0].Subject.String(), short(Fingerprint(b.Roots[0])))
+}
+
+func validityOK(leaf Certificate, now time.Time) string {
+	return fmt.Sprintf("leaf valid now, for %s more (not after %s)", duration.HumanDuration(leaf.TimeLeft), leaf.NotAfter.Format(time.RFC3339))
+}
+
+// verifyChain checks signatures only: it verifies at an instant when every
+// certificate is within its validity period, so an expired leaf is reported
+// as expired (by validity) rather than as a broken chain.
+func verifyChain(b *Bundle) error {
+	if len(b.Roots) == 0 {
+		return errors.New("no trust root to verify the chain against")
+	}
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	for _, r := range b.Roots {
+		roots.AddCert(r)
+	}
+	for _, c := range b.Chain[1:] {
+		inter.AddCert(c)
+	}
+	at := b.Chain[0].NotBefore
+	for _, c := range append(append([]*x509.Certificate{}, b.Chain...), b.Roots...) {
+		if c.NotBefore.After(at) {
+			at = c.NotBefore
+		}
+	}
+	_, err := b.Chain[0].Verify(x509.VerifyOptions{
+		Roots:         roots,
+		Intermediates: inter,
+		CurrentTime:   at.Add(time.Second),
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	})
+	if err == nil {
+		return nil
+	}
+	var ua x509.UnknownAuthorityError
+	if errors.As(err, &ua) {
+		return fmt.Errorf("chain does not verify to the trust root %q (SHA-256 %s): leaf issued by %q is signed by a different CA; the workload got its certificate from another CA than the one its peers trust (check the istio-ca-root-cert ConfigMap and istiod's cacerts)",
+			b.Roots[0].Subject.String(), short(Fingerprint(b.Roots[0])), b.Chain[0].Issuer.String())
+	}
+	return fmt.Errorf("chain does not verify to the trust root %q: %w", b.Roots[0].Subject.String(), err)
+}
+
+// validity fails on the first certificate (leaf first) outside its period.
+func validity(certs []Certificate, now time.Time) error {
+	for _, c := range certs {
+		switch c.Status {
+		case StatusExpired:
+			return fmt.Errorf("%s certificate %s expired %s ago (not after %s); the proxy is not rotating it: check the istio-proxy logs and istiod",
+				c.Role, describeName(c), duration.HumanDuration(now.Sub(c.NotAfter)), c.NotAfter.Format(time.RFC3339))
+		case StatusNotYetValid:
+			return fmt.Errorf("%s certificate %s is not valid until %s (in %s); check the clocks of the node and istiod",
+				c.Role, describeName(c), c.NotBefore.Format(time.RFC3339), duration.HumanDuration(c.NotBefore.Sub(now)))
+		}
+	}
+	return nil
+}
+
+func identity(leaf Certificate, e Expect) error {
+	if leaf.SPIFFEID == "" {
+		return errors.New("leaf certificate has no SPIFFE ID (no spiffe:// URI SAN); it is not an Istio workload certificate")
+	}
+	id := leaf.Identity
+	if id.Namespace == e.Namespace && id.ServiceAccount == e.ServiceAccount {
+		return nil
+	}
+	return fmt.Errorf("identity %s does not match the pod: expected namespace %q and service account %q (spiffe://%s/ns/%s/sa/%s); the proxy is serving another workload's certificate",
+		leaf.SPIFFEID, e.Namespace, e.ServiceAccount, id.TrustDomain, e.Namespace, e.ServiceAccount)
+}
+
+// describeName is the best short name of a certificate for messages: its
+// SPIFFE ID, else its subject, else its serial.
+func describeName(c Certificate) string {
+	switch {
+	case c.SPIFFEID != "":
+		return c.SPIFFEID
+	case c.Subject != "":
+		return fmt.Sprintf("%q", c.Subject)
+	}
+	return "serial " + c.Serial
+}
+
+// short keeps the first 8 bytes of a fingerprint: enough to tell roots apart
+// in a message.
+func short(fp string) string {
+	if len(fp) > 23 {
+		return fp[:23] + "…"
+	}
+	return fp
+}
