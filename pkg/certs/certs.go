@@ -67,9 +67,11 @@ type Certificate struct {
 	IsCA               bool          `json:"isCA"`
 	NotBefore          time.Time     `json:"notBefore"`
 	NotAfter           time.Time     `json:"notAfter"`
-	TimeLeft           time.Duration `json:"timeLeft"`
-	Status             string        `json:"status"`
-	SHA256             string        `json:"sha256Fingerprint"`
+	TimeLeft           time.Duration `json:"-"`
+	// TimeLeftSeconds is TimeLeft for JSON/YAML; negative once expired.
+	TimeLeftSeconds int64  `json:"timeLeftSeconds"`
+	Status          string `json:"status"`
+	SHA256          string `json:"sha256Fingerprint"`
 
 	cert *x509.Certificate
 }

@@ -33,6 +33,7 @@ func Describe(c *x509.Certificate, role string, now time.Time) Certificate {
 		SHA256:             Fingerprint(c),
 		cert:               c,
 	}
+	out.TimeLeftSeconds = int64(out.TimeLeft / time.Second)
 	for _, u := range c.URIs {
 		if u.Scheme == "spiffe" {
 			out.SPIFFEID = u.String()

@@ -151,6 +151,7 @@ func TestDescribe(t *testing.T) {
 		NotBefore:          now.Add(-time.Hour),
 		NotAfter:           now.Add(time.Hour),
 		TimeLeft:           time.Hour,
+		TimeLeftSeconds:    3600,
 		Status:             StatusExpiring,
 		SHA256:             Fingerprint(leaf),
 		cert:               leaf,

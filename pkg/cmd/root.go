@@ -46,6 +46,7 @@ func NewCmdMesh(o *options.Options) *cobra.Command {
 	registerFlagCompletions(cmd, o)
 
 	cmd.AddCommand(NewCmdVersion(o))
+	cmd.AddCommand(NewCmdCerts(o))
 	cmd.AddCommand(NewCmdCompletion(o))
 	return cmd
 }

@@ -1,0 +1,399 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/kubectl/pkg/polymorphichelpers"
+	"k8s.io/kubectl/pkg/scheme"
+
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/certs"
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/options"
+)
+
+// certsVerdictExitCode is the exit status when certificates were read but
+// failed the verdict (or --compare found no shared trust), so scripts can
+// tell it from "could not read them" (1).
+const certsVerdictExitCode = 2
+
+// podWaitTimeout bounds the wait for a workload's pod (TYPE/NAME).
+const podWaitTimeout = 20 * time.Second
+
+// CertsOptions is `kubectl mesh certs`.
+type CertsOptions struct {
+	*options.Options
+	Selector      string
+	Source        string
+	Files         []string
+	AdminPort     int
+	Output        string
+	Compare       string
+	RootNamespace string
+
+	args      []string
+	namespace string
+	kube      kubernetes.Interface
+	clients   certs.Clients
+}
+
+// NewCmdCerts returns the certs command.
+func NewCmdCerts(root *options.Options) *cobra.Command {
+	o := &CertsOptions{Options: root, Source: string(certs.SourceAuto), AdminPort: certs.DefaultAdminPort, RootNamespace: certs.DefaultRootNamespace}
+	cmd := &cobra.Command{
+		Use:   "certs (POD | TYPE/NAME | -l SELECTOR | --file PATH) [--compare OTHER]",
+		Short: "Show a workload's mTLS certificates and verify chain, validity and identity",
+		Long: `Show the certificates an Istio sidecar uses for mTLS and verify them: the chain
+verifies to the trust root, every certificate is valid now, and the leaf's
+SPIFFE ID is the pod's namespace and service account. The effective
+PeerAuthentication mode (mesh-wide, namespace, workload, port-level) is shown
+beside them.
+
+Certificates are read, in order, from Envoy's admin API (config_dump through a
+port-forward to the proxy's admin port), or from the files Istio up to 1.4
+mounted at /etc/certs in istio-proxy; --source forces one, --file reads PEM
+files or an OUTPUT_CERTS directory instead.
+
+A NAME alone is a pod, or else the Deployment, StatefulSet or DaemonSet of
+that name. Exit status: 0 when the verdict is OK, 1 when the certificates
+could not be read, 2 when the verdict (or --compare) failed.`,
+		Example: `  # The certificates of the frontend workload, verified
+  kubectl mesh certs frontend-app
+
+  # A pod, with serials, keys and fingerprints
+  kubectl mesh certs frontend-app-7d9c4b-x2x8q -o wide
+
+  # Every pod of a workload
+  kubectl mesh certs -l app=backend
+
+  # Do two workloads (e.g. in two clusters' namespaces) share a trust root?
+  kubectl mesh certs deploy/frontend-app --compare shop/deploy/cart
+
+  # The PEM chain, for openssl
+  kubectl mesh certs deploy/frontend-app -o pem | openssl x509 -noout -text
+
+  # Files written by the Istio agent's OUTPUT_CERTS
+  kubectl mesh certs --file ./output-certs/`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.Complete(cmd, args); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.Selector, "selector", "l", "", "Inspect every pod whose labels match this selector (e.g. app=frontend)")
+	f.StringVar(&o.Source, "source", o.Source, "Where to read certificates: auto (envoy, then legacy), envoy, legacy or file")
+	f.StringSliceVar(&o.Files, "file", nil, "PEM files or directories to read instead of a pod (repeatable; implies --source file)")
+	f.IntVar(&o.AdminPort, "proxy-admin-port", o.AdminPort, "Envoy admin port of the istio-proxy container")
+	f.StringVarP(&o.Output, "output", "o", "", "Output format: table, wide, json, yaml or pem")
+	f.StringVar(&o.Compare, "compare", "", "Another workload (POD, TYPE/NAME or NAMESPACE/TYPE/NAME) to check for a shared trust root")
+	f.StringVar(&o.RootNamespace, "root-namespace", o.RootNamespace, "Istio's root namespace (meshConfig.rootNamespace), where mesh-wide PeerAuthentication lives")
+	return cmd
+}
+
+// Complete records arguments and builds clients. The port-forward/exec
+// transport is built only when a pod is actually read.
+func (o *CertsOptions) Complete(cmd *cobra.Command, args []string) error {
+	o.args = args
+	if len(o.Files) > 0 && !cmd.Flags().Changed("source") {
+		o.Source = string(certs.SourceFile)
+	}
+	ns, _, err := o.Namespace()
+	if err != nil {
+		return err
+	}
+	o.namespace = ns
+	if o.Source == string(certs.SourceFile) && len(args) == 0 && o.Selector == "" {
+		return nil // files alone: no cluster needed
+	}
+	if o.kube, err = o.KubeClient(); err != nil {
+		return err
+	}
+	ist, err := o.IstioClient()
+	if err != nil {
+		return err
+	}
+	t := &lazyTransport{o: o.Options, kube: o.kube}
+	o.clients = certs.Clients{Istio: ist, Forwarder: t, Executor: t}
+	return nil
+}
+
+// Validate checks flags without touching the cluster.
+func (o *CertsOptions) Validate() error {
+	valid := false
+	for _, s := range certs.Sources {
+		valid = valid || o.Source == string(s)
+	}
+	if !valid {
+		return fmt.Errorf("invalid --source %q: use auto, envoy, legacy or file", o.Source)
+	}
+	if o.Source == string(certs.SourceFile) && len(o.Files) == 0 {
+		return errors.New("--source file needs --file PATH")
+	}
+	if len(o.Files) > 0 && o.Source != string(certs.SourceFile) {
+		return fmt.Errorf("--file reads files, it cannot be combined with --source %s", o.Source)
+	}
+	switch o.Output {
+	case "", "table", "wide", "json", "yaml", "pem":
+	default:
+		return fmt.Errorf("invalid --output %q: use table, wide, json, yaml or pem", o.Output)
+	}
+	if o.AdminPort < 1 || o.AdminPort > 65535 {
+		return fmt.Errorf("invalid --proxy-admin-port %d: use a port between 1 and 65535", o.AdminPort)
+	}
+	if o.Selector != "" {
+		if len(o.args) > 0 {
+			return errors.New("give either a POD or TYPE/NAME argument or -l SELECTOR, not both")
+		}
+		if _, err := labels.Parse(o.Selector); err != nil {
+			return fmt.Errorf("invalid --selector %q: %w", o.Selector, err)
+		}
+	}
+	if len(o.args) > 2 {
+		return fmt.Errorf("too many arguments %q: give one POD, TYPE/NAME or TYPE NAME", o.args)
+	}
+	if len(o.args) == 0 && o.Selector == "" && o.Source != string(certs.SourceFile) {
+		return errors.New("name a pod: kubectl mesh certs POD (or TYPE/NAME, or -l SELECTOR, or --file PATH)")
+	}
+	if o.Compare != "" && o.Source == string(certs.SourceFile) {
+		return errors.New("--compare reads the other workload from the cluster; it cannot be combined with --file")
+	}
+	return nil
+}
+
+// Run reads, judges and prints. Pods that could not be read are reported
+// together after the others were printed.
+func (o *CertsOptions) Run(ctx context.Context) error {
+	cfg := certs.Config{
+		Source:        certs.Source(o.Source),
+		Files:         o.Files,
+		AdminPort:     o.AdminPort,
+		RootNamespace: o.RootNamespace,
+		Now:           o.Clock.Now(),
+	}
+	var pods []*corev1.Pod
+	if len(o.args) > 0 || o.Selector != "" {
+		var err error
+		if pods, err = o.resolve(ctx, o.namespace, o.args); err != nil {
+			return err
+		}
+	} else {
+		pods = []*corev1.Pod{nil} // --file alone
+	}
+
+	var res certs.Result
+	var readErrs []error
+	for _, pod := range pods {
+		r, err := certs.Inspect(ctx, o.clients, cfg, pod)
+		if err != nil {
+			readErrs = append(readErrs, err)
+			continue
+		}
+		res.Reports = append(res.Reports, r)
+	}
+	if o.Compare != "" && len(res.Reports) > 0 {
+		other, err := o.resolveCompare(ctx)
+		if err != nil {
+			return err
+		}
+		r, err := certs.Inspect(ctx, o.clients, cfg, other)
+		if err != nil {
+			return fmt.Errorf("--compare %s: %w", o.Compare, err)
+		}
+		c := certs.Compare(res.Reports[0], r)
+		res.Comparison = &c
+		res.Reports = append(res.Reports, r)
+	}
+	if len(res.Reports) > 0 {
+		if err := certs.Print(o.Out, o.Output, res); err != nil {
+			return err
+		}
+	}
+	for _, r := range res.Reports {
+		for _, w := range r.Verdict.Warnings {
+			fmt.Fprintf(o.ErrOut, "Warning: %s: %s\n", r.Name(), w)
+		}
+	}
+	if len(readErrs) == 1 && len(pods) == 1 {
+		return readErrs[0]
+	}
+	if len(readErrs) > 0 {
+		msgs := make([]string, len(readErrs))
+		for i, e := range readErrs {
+			msgs[i] = e.Error()
+		}
+		return fmt.Errorf("could not read the certificates of %d of %d pods:\n%s", len(readErrs), len(pods), strings.Join(msgs, "\n"))
+	}
+	return verdictError(res)
+}
+
+// CertsVerdictError is a failed verdict; its exit code is 2.
+type CertsVerdictError struct{ Lines []string }
+
+func (e *CertsVerdictError) Error() string {
+	return strings.Join(e.Lines, "\n")
+}
+
+// ExitCode tells Main the exit status.
+func (e *CertsVerdictError) ExitCode() int { return certsVerdictExitCode }
+
+func verdictError(res certs.Result) error {
+	var lines []string
+	for _, r := range res.Reports {
+		if f := r.Verdict.Failures(); len(f) > 0 {
+			lines = append(lines, fmt.Sprintf("certificate verdict failed for %s: %s", r.Name(), strings.Join(f, "; ")))
+		}
+	}
+	if c := res.Comparison; c != nil && !c.OK {
+		lines = append(lines, c.Message)
+	}
+	if len(lines) == 0 {
+		return nil
+	}
+	return &CertsVerdictError{Lines: lines}
+}
+
+// resolve turns arguments into pods the way kubectl exec and logs do: a
+// NAME is a pod, TYPE/NAME and TYPE NAME go through the RESTMapper and the
+// workload's first active pod, -l selects pods. A NAME that is no pod is
+// looked up as a workload, so `certs frontend-app` works for a Deployment.
+func (o *CertsOptions) resolve(ctx context.Context, ns string, args []string) ([]*corev1.Pod, error) {
+	if o.Selector != "" {
+		list, err := o.kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: o.Selector})
+		if err != nil {
+			return nil, fmt.Errorf("listing pods with selector %q in namespace %s: %w", o.Selector, ns, err)
+		}
+		if len(list.Items) == 0 {
+			return nil, fmt.Errorf("no pods match selector %q in namespace %s", o.Selector, ns)
+		}
+		pods := make([]*corev1.Pod, len(list.Items))
+		for i := range list.Items {
+			pods[i] = &list.Items[i]
+		}
+		return pods, nil
+	}
+	if len(args) == 1 && !strings.Contains(args[0], "/") {
+		pod, err := o.kube.CoreV1().Pods(ns).Get(ctx, args[0], metav1.GetOptions{})
+		if err == nil {
+			return []*corev1.Pod{pod}, nil
+		}
+		if !apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("getting pod %s/%s: %w", ns, args[0], err)
+		}
+		for _, kind := range []string{"deployment", "statefulset", "daemonset"} {
+			pod, werr := o.podFor(ns, []string{kind + "/" + args[0]})
+			if werr == nil {
+				fmt.Fprintf(o.ErrOut, "note: no pod %q; using pod %s of %s/%s\n", args[0], pod.Name, kind, args[0])
+				return []*corev1.Pod{pod}, nil
+			}
+		}
+		return nil, fmt.Errorf("no pod, deployment, statefulset or daemonset named %q in namespace %s; list pods with: kubectl get pods -n %s", args[0], ns, ns)
+	}
+	pod, err := o.podFor(ns, args)
+	if err != nil {
+		return nil, err
+	}
+	return []*corev1.Pod{pod}, nil
+}
+
+// podFor resolves TYPE/NAME (or TYPE NAME) to one pod through the builder.
+func (o *CertsOptions) podFor(ns string, args []string) (*corev1.Pod, error) {
+	f, err := o.Factory()
+	if err != nil {
+		return nil, err
+	}
+	obj, err := f.NewBuilder().
+		WithScheme(scheme.Scheme, scheme.Scheme.PrioritizedVersionsAllGroups()...).
+		NamespaceParam(ns).DefaultNamespace().
+		ResourceTypeOrNameArgs(true, args...).
+		SingleResourceType().
+		Latest().
+		Do().Object()
+	if err != nil {
+		return nil, err
+	}
+	pod, err := polymorphichelpers.AttachablePodForObjectFn(f, obj, podWaitTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("finding a pod for %s: %w", strings.Join(args, " "), err)
+	}
+	return pod, nil
+}
+
+// resolveCompare reads --compare: POD, TYPE/NAME, or NAMESPACE/TYPE/NAME
+// and NAMESPACE/POD for a workload in another namespace.
+func (o *CertsOptions) resolveCompare(ctx context.Context) (*corev1.Pod, error) {
+	ns, ref := o.namespace, o.Compare
+	switch parts := strings.Split(o.Compare, "/"); len(parts) {
+	case 3:
+		ns, ref = parts[0], parts[1]+"/"+parts[2]
+	case 2:
+		// NAMESPACE/POD unless the first part is a resource type.
+		if f, err := o.Factory(); err == nil {
+			if mapper, err := f.ToRESTMapper(); err == nil {
+				if _, err := mapper.ResourceFor(schema.ParseGroupResource(parts[0]).WithVersion("")); err != nil {
+					ns, ref = parts[0], parts[1]
+				}
+			}
+		}
+	}
+	saved := o.Selector
+	o.Selector = ""
+	defer func() { o.Selector = saved }()
+	pods, err := o.resolve(ctx, ns, []string{ref})
+	if err != nil {
+		return nil, fmt.Errorf("--compare %s: %w", o.Compare, err)
+	}
+	return pods[0], nil
+}
+
+// lazyTransport builds the port-forward/exec transport on first use, so
+// commands that never reach a pod need no REST config.
+type lazyTransport struct {
+	o    *options.Options
+	kube kubernetes.Interface
+	once sync.Once
+	k    *certs.Kube
+	err  error
+}
+
+func (l *lazyTransport) get() (*certs.Kube, error) {
+	l.once.Do(func() {
+		cfg, err := l.o.RESTConfig()
+		if err != nil {
+			l.err = err
+			return
+		}
+		l.k = &certs.Kube{Config: cfg, Client: l.kube}
+	})
+	return l.k, l.err
+}
+
+func (l *lazyTransport) Get(ctx context.Context, pod *corev1.Pod, port int, path string) ([]byte, error) {
+	k, err := l.get()
+	if err != nil {
+		return nil, err
+	}
+	return k.Get(ctx, pod, port, path)
+}
+
+func (l *lazyTransport) Exec(ctx context.Context, pod *corev1.Pod, container string, command []string) ([]byte, error) {
+	k, err := l.get()
+	if err != nil {
+		return nil, err
+	}
+	return k.Exec(ctx, pod, container, command)
+}
