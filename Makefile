@@ -69,6 +69,14 @@ lab-up: lab-bins
 lab-down:
 	$(LAB) down
 
+# The workshop on the local lab, narrated. Starts the lab afresh so the
+# story begins before the mesh; leaves it running for exploring.
+demo: deps lab-bins build
+	$(LAB) down
+	$(LAB) up
+	@mkdir -p $(LAB_BIN)/shims && ln -sf ../kubectl-$(KUBE_VERSION) $(LAB_BIN)/shims/kubectl
+	hack/demo.sh
+
 install: build
 	install -m 0755 $(BIN)/kubectl-mesh $(PREFIX)/bin/kubectl-mesh
 

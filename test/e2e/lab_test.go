@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -126,25 +128,27 @@ func TestLabValidatesIstioSchema(t *testing.T) {
 }
 
 // TestLabValidatesWithIstiod proves istiod's validating webhook runs: a
-// VirtualService the schema accepts but Istio does not (no hosts) is denied
-// by the webhook.
+// VirtualService the schema accepts but Istio does not (weight -5) is denied
+// by the webhook (the CRD schema allows negative weights).
 func TestLabValidatesWithIstiod(t *testing.T) {
 	env := labtest.Get(t)
 	ns := env.Namespace(t, nil)
 	vs := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "networking.istio.io/v1",
 		"kind":       "VirtualService",
-		"metadata":   map[string]any{"name": "nohosts", "namespace": ns},
+		"metadata":   map[string]any{"name": "negative", "namespace": ns},
 		"spec": map[string]any{
+			"hosts": []any{"reviews"},
 			"http": []any{map[string]any{"route": []any{
-				map[string]any{"destination": map[string]any{"host": "reviews"}},
+				map[string]any{"destination": map[string]any{"host": "reviews", "subset": "v1"}, "weight": -5},
+				map[string]any{"destination": map[string]any{"host": "reviews", "subset": "v2"}, "weight": 105},
 			}}},
 		},
 	}}
 	gvr := schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "virtualservices"}
 	_, err := env.Dynamic.Resource(gvr).Namespace(ns).Create(context.Background(), vs, metav1.CreateOptions{})
-	if err == nil || !strings.Contains(err.Error(), "validation.istio.io") {
-		t.Fatalf("creating a VirtualService without hosts: got %v, want a denial from istiod's validation webhook", err)
+	if err == nil || !strings.Contains(err.Error(), `admission webhook "validation.istio.io" denied the request: configuration is invalid: weight -5 < 0`) {
+		t.Fatalf("creating a VirtualService with weight -5: got %v, want a denial from istiod's validation webhook", err)
 	}
 }
 
@@ -176,5 +180,53 @@ func TestVersionThroughKubectl(t *testing.T) {
 		if !re.Match(out) {
 			t.Errorf("output does not match %s:\n%s", re, out)
 		}
+	}
+}
+
+// TestVersionJSON checks the machine-readable form against the lab.
+func TestVersionJSON(t *testing.T) {
+	env := labtest.Get(t)
+	res := env.Mesh(t, "version", "-o", "json")
+	if res.Err != nil {
+		t.Fatalf("%v\n%s", res.Err, res.Stderr)
+	}
+	var got struct {
+		ServerVersion struct{ GitVersion string }
+		MeshVersions  []struct{ Revision, Version, Namespace, Injector string }
+	}
+	if err := json.Unmarshal([]byte(res.Stdout), &got); err != nil {
+		t.Fatalf("output is not JSON: %v\n%s", err, res.Stdout)
+	}
+	if got.ServerVersion.GitVersion != lab.KubeVersion {
+		t.Errorf("serverVersion.gitVersion = %q, want %q", got.ServerVersion.GitVersion, lab.KubeVersion)
+	}
+	want := []struct{ Revision, Version, Namespace, Injector string }{{"default", lab.IstioVersion, "istio-system", "istio-sidecar-injector"}}
+	if fmt.Sprint(got.MeshVersions) != fmt.Sprint(want) {
+		t.Errorf("meshVersions = %+v, want %+v", got.MeshVersions, want)
+	}
+}
+
+// TestVersionUnreachable: a server that does not answer is an error after
+// the client version, and --client never dials.
+func TestVersionUnreachable(t *testing.T) {
+	// Port 1 on loopback: nothing listens there.
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kc, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res := labtest.RunMesh([]string{"--kubeconfig", kc, "version"}, "")
+	if res.ExitCode != 1 || !strings.HasPrefix(res.Stdout, "Client Version: ") ||
+		!strings.Contains(res.Stderr, "error: cannot reach the Kubernetes API server: ") || !strings.Contains(res.Stderr, "127.0.0.1:1") {
+		t.Errorf("got exit %d\nstdout: %s\nstderr: %s", res.ExitCode, res.Stdout, res.Stderr)
+	}
+	res = labtest.RunMesh([]string{"--kubeconfig", kc, "version", "--client"}, "")
+	if res.ExitCode != 0 || res.Stderr != "" {
+		t.Errorf("--client: exit %d, stderr %q", res.ExitCode, res.Stderr)
 	}
 }

@@ -279,7 +279,7 @@ func bringUp(ctx context.Context, c Config) (*Lab, error) {
 		"--leader-elect=false", "--secure-port=10257", "--bind-address=127.0.0.1",
 		"--service-account-private-key-file=" + pki.ServiceAccountKey, "--root-ca-file=" + pki.CA.CertFile,
 		"--cluster-signing-cert-file=" + pki.CA.CertFile, "--cluster-signing-key-file=" + caKeyFile(pki),
-		"--use-service-account-credentials=false",
+		"--use-service-account-credentials=true",
 		"--controllers=*,-node-ipam-controller,-cloud-node-lifecycle-controller,-service-lb-controller,-node-route-controller",
 		"--concurrent-deployment-syncs=20", "--concurrent-replicaset-syncs=20",
 		"--kube-api-qps=200", "--kube-api-burst=400",
@@ -517,7 +517,9 @@ func WaitDeploymentReady(ctx context.Context, kube kubernetes.Interface, ns, nam
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		d, err := kube.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
-			last = err.Error()
+			if ctx.Err() == nil {
+				last = err.Error()
+			}
 			return false, nil
 		}
 		want := int32(1)
