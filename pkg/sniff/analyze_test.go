@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"flag"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -263,5 +266,46 @@ func TestAnalyzeBadInput(t *testing.T) {
 				t.Errorf("incomplete %v, want %v (%v)", rep.Incomplete, tt.incomplete, rep.Warnings)
 			}
 		})
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite testdata captures")
+
+// The captures in testdata are used by the command's tests; -update
+// regenerates them.
+func TestTestdataCaptures(t *testing.T) {
+	captures := map[string]struct {
+		frames  func() []frame
+		verdict Verdict
+	}{
+		"plaintext.pcap": {func() []frame {
+			return plainConv(LinkTypeEthernet, "10.1.0.5:52314", "10.1.0.7:80", 40).frames
+		}, VerdictPlaintext},
+		"mtls.pcap": {func() []frame {
+			return newConv(LinkTypeEthernet, "10.1.0.5:40000", "10.1.0.7:80").handshake().play(mtlsChunks(t), 1448).fin().frames
+		}, VerdictEncryptedIstio},
+		"https.pcap": {func() []frame {
+			return newConv(LinkTypeLinuxSLL2, "10.1.0.5:40001", "10.1.0.7:443").handshake().play(httpsChunks(t), 1448).fin().frames
+		}, VerdictEncryptedTLS},
+	}
+	for name, c := range captures {
+		path := filepath.Join("testdata", name)
+		if *update {
+			link := uint32(LinkTypeEthernet)
+			if name == "https.pcap" {
+				link = LinkTypeLinuxSLL2
+			}
+			if err := os.WriteFile(path, pcapBytes(t, link, c.frames()), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, _ := analyzeBytes(t, b, Config{Grep: "TGN"})
+		if rep.Verdict != c.verdict {
+			t.Errorf("%s: verdict %s, want %s", name, rep.Verdict, c.verdict)
+		}
 	}
 }
