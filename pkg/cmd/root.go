@@ -48,6 +48,8 @@ func NewCmdMesh(o *options.Options) *cobra.Command {
 	cmd.AddCommand(NewCmdVersion(o))
 	cmd.AddCommand(NewCmdCerts(o))
 	cmd.AddCommand(NewCmdCompletion(o))
+	cmd.AddCommand(NewCmdSplit(o))
+	cmd.AddCommand(NewCmdExpose(o))
 	cmd.AddCommand(NewCmdSniff(o))
 	return cmd
 }

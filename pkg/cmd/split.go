@@ -1,0 +1,367 @@
+package cmd
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/printers"
+
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/options"
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/traffic"
+)
+
+const splitLong = `Show or set how traffic to a Service is split between its versions.
+
+Versions are the values of the "version" label (--subset-label) on the pods
+behind the Service. Weights are whole percentages that add up to 100, given
+in one of three ways:
+
+  50/50                 one weight per version, in version order (v1, v2, v10)
+  v1=80,v2=20           by name; versions left out get no traffic
+  --v1 80 --v2 20       the same, as one flag per version
+
+The --SUBSET form accepts any flag this command does not define as a subset
+name; a subset named like a flag of this command (say "route") has to be
+given as route=50 instead.
+
+With the Istio API (default), the Service's DestinationRule gets the
+subsets it needs and its VirtualService's default route (the first without
+match conditions, or the one named with --route) gets the weights. Existing
+objects for the Service's host are edited in place whatever their names;
+every other field, route and annotation in them is kept. With --api gateway
+an HTTPRoute whose parent is the Service sends traffic to one Service per
+version (<service>-<version>; --create-services creates missing ones).
+
+Every change records the previous weights in an annotation, so --undo puts
+them back (and a second --undo redoes). Without weights, the current split
+is shown.`
+
+const splitExample = `  # Show the current split of service backend
+  kubectl mesh split backend
+
+  # Half of the traffic to v1, half to v2
+  kubectl mesh split backend 50/50
+  kubectl mesh split backend --v1 50 --v2 50
+  kubectl mesh split backend v1=50,v2=50
+
+  # Change only the route named "canary" of the VirtualService
+  kubectl mesh split backend v1=90,v2=10 --route canary
+
+  # Review the objects before writing them
+  kubectl mesh split backend 80/20 --dry-run=server -o yaml
+
+  # Put the previous weights back
+  kubectl mesh split backend --undo
+
+  # Gateway API: HTTPRoute with the Service as parent, per-version Services
+  kubectl mesh split backend 90/10 --api gateway --create-services`
+
+// SplitOptions is `kubectl mesh split`.
+type SplitOptions struct {
+	*options.Options
+
+	PrintFlags     *genericclioptions.PrintFlags
+	SubsetLabel    string
+	Route          string
+	AllowEmpty     bool
+	Undo           bool
+	API            string
+	CreateServices bool
+	DryRun         string
+
+	Namespace   string
+	Service     string
+	WeightsArg  string
+	SubsetFlags []traffic.SubsetWeight
+	Weights     *traffic.Weights
+	clients     traffic.Clients
+	printer     printers.ResourcePrinter
+}
+
+// NewCmdSplit returns the split command.
+func NewCmdSplit(root *options.Options) *cobra.Command {
+	o := &SplitOptions{
+		Options:     root,
+		PrintFlags:  genericclioptions.NewPrintFlags(""),
+		SubsetLabel: traffic.DefaultSubsetLabel,
+		API:         string(traffic.APIIstio),
+		DryRun:      string(traffic.DryRunNone),
+	}
+	cmd := &cobra.Command{
+		Use:               "split SERVICE [WEIGHTS | --SUBSET WEIGHT ...]",
+		Short:             "Show or set the traffic split between the versions of a Service",
+		Long:              splitLong,
+		Example:           splitExample,
+		ValidArgsFunction: CompleteServices(root),
+		// Subset weights are flags named after subsets (--v1 50), which
+		// cannot be declared up front: the command parses its own flags,
+		// taking every undeclared --NAME as a subset.
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			positional, help, err := o.parseArgs(cmd, args)
+			if err != nil || help {
+				if help {
+					return cmd.Help()
+				}
+				return err
+			}
+			if err := o.Complete(positional); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.SubsetLabel, "subset-label", o.SubsetLabel, "Pod label whose values name the versions (subsets)")
+	f.StringVar(&o.Route, "route", o.Route, "Name of the HTTP route (Istio) or rule (Gateway API) to change; default: the first one without match conditions")
+	f.BoolVar(&o.AllowEmpty, "allow-empty", o.AllowEmpty, "Allow weights for subsets that no pod backs yet")
+	f.BoolVar(&o.Undo, "undo", o.Undo, "Restore the weights from before the last change")
+	f.StringVar(&o.API, "api", o.API, "Routing API to write: istio (VirtualService and DestinationRule) or gateway (Gateway API HTTPRoute)")
+	f.BoolVar(&o.CreateServices, "create-services", o.CreateServices, "With --api gateway, create missing per-version Services")
+	f.StringVar(&o.DryRun, "dry-run", o.DryRun, `Must be "none", "server", or "client". If client strategy, only print the objects that would be sent; if server strategy, send them for validation without persisting them`)
+	o.PrintFlags.AddFlags(cmd)
+	return cmd
+}
+
+// parseArgs takes the subset flags out of args and parses the rest with
+// the command's flag set, as cobra would have.
+func (o *SplitOptions) parseArgs(cmd *cobra.Command, args []string) (positional []string, help bool, err error) {
+	cmd.InheritedFlags() // merges the root's persistent flags into cmd.Flags()
+	rest, subsets, err := takeSubsetFlags(cmd.Flags(), args)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := cmd.Flags().Parse(rest); err != nil {
+		return nil, false, err
+	}
+	if help, _ := cmd.Flags().GetBool("help"); help {
+		return nil, true, nil
+	}
+	// The root's PersistentPreRunE ran before these flags were parsed.
+	if p := cmd.Root().PersistentPreRunE; p != nil {
+		if err := p(cmd, cmd.Flags().Args()); err != nil {
+			return nil, false, err
+		}
+	}
+	o.SubsetFlags = subsets
+	return cmd.Flags().Args(), false, nil
+}
+
+// takeSubsetFlags splits args into the flags fs declares (returned in
+// order, followed by "--" and the positional arguments) and `--NAME N` /
+// `--NAME=N` for every other long flag, which are subset weights.
+// Positional arguments go after "--" so that `-5/105` reaches the weights
+// parser rather than being read as a shorthand flag.
+func takeSubsetFlags(fs *pflag.FlagSet, args []string) ([]string, []traffic.SubsetWeight, error) {
+	var flags, positional []string
+	var subsets []traffic.SubsetWeight
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			positional = append(positional, args[i+1:]...)
+			i = len(args)
+		case strings.HasPrefix(a, "--"):
+			name, val, hasVal := strings.Cut(a[2:], "=")
+			if f := fs.Lookup(name); f != nil {
+				flags = append(flags, a)
+				if !hasVal && f.NoOptDefVal == "" && i+1 < len(args) {
+					i++
+					flags = append(flags, args[i])
+				}
+				continue
+			}
+			if !hasVal {
+				if i+1 >= len(args) {
+					return nil, nil, fmt.Errorf("--%s needs a weight, e.g. --%s 50 (if --%s is not a subset, it is an unknown flag; see --help)", name, name, name)
+				}
+				i++
+				val = args[i]
+			}
+			sw, err := traffic.ParseWeightValue(name, val)
+			if err != nil {
+				return nil, nil, err
+			}
+			subsets = append(subsets, sw)
+		case len(a) > 1 && a[0] == '-' && (a[1] < '0' || a[1] > '9'):
+			flags = append(flags, a)
+			if len(a) == 2 {
+				if f := fs.ShorthandLookup(a[1:]); f != nil && f.NoOptDefVal == "" && i+1 < len(args) {
+					i++
+					flags = append(flags, args[i])
+				}
+			}
+		default:
+			positional = append(positional, a)
+		}
+	}
+	return append(append(flags, "--"), positional...), subsets, nil
+}
+
+// Complete reads the arguments and builds the clients.
+func (o *SplitOptions) Complete(args []string) error {
+	switch len(args) {
+	case 0:
+		return fmt.Errorf("name the service: kubectl mesh split SERVICE [WEIGHTS]")
+	case 1:
+	case 2:
+		o.WeightsArg = args[1]
+	default:
+		return fmt.Errorf("too many arguments %q: give WEIGHTS as one argument, like 50/50 or v1=50,v2=50", strings.Join(args[1:], " "))
+	}
+	o.Service = args[0]
+	ns, _, err := o.Options.Namespace()
+	if err != nil {
+		return err
+	}
+	o.Namespace = ns
+	kube, err := o.KubeClient()
+	if err != nil {
+		return err
+	}
+	dyn, err := o.DynamicClient()
+	if err != nil {
+		return err
+	}
+	disc, err := o.DiscoveryClient()
+	if err != nil {
+		return err
+	}
+	o.clients = traffic.Clients{Kube: kube, Dynamic: dyn, Discovery: disc}
+	return nil
+}
+
+// Validate checks the flags and parses the weights; it makes no API calls.
+func (o *SplitOptions) Validate() error {
+	switch traffic.API(o.API) {
+	case traffic.APIIstio, traffic.APIGateway:
+	default:
+		return fmt.Errorf("invalid --api %q: use istio or gateway", o.API)
+	}
+	if o.CreateServices && o.API != string(traffic.APIGateway) {
+		return fmt.Errorf("--create-services needs --api gateway: the Istio API routes to subsets, not per-version Services")
+	}
+	if err := validateDryRun(o.DryRun); err != nil {
+		return err
+	}
+	if o.SubsetLabel == "" {
+		return fmt.Errorf("--subset-label must not be empty")
+	}
+	if o.WeightsArg != "" && len(o.SubsetFlags) > 0 {
+		return fmt.Errorf("weights given twice (%q and --%s ...): use either WEIGHTS or --SUBSET flags", o.WeightsArg, o.SubsetFlags[0].Subset)
+	}
+	hasWeights := o.WeightsArg != "" || len(o.SubsetFlags) > 0
+	if o.Undo && hasWeights {
+		return fmt.Errorf("--undo restores the previous weights; do not give weights with it")
+	}
+	if !o.Undo && !hasWeights {
+		if o.DryRun != string(traffic.DryRunNone) || *o.PrintFlags.OutputFormat != "" {
+			return fmt.Errorf("--dry-run and --output apply when changing the split; give weights or --undo")
+		}
+		return nil
+	}
+	var err error
+	switch {
+	case o.WeightsArg != "":
+		o.Weights, err = traffic.ParseWeights(o.WeightsArg)
+	case len(o.SubsetFlags) > 0:
+		o.Weights, err = traffic.NamedWeights(o.SubsetFlags)
+	}
+	if err != nil {
+		return err
+	}
+	if *o.PrintFlags.OutputFormat != "" {
+		if o.printer, err = o.PrintFlags.ToPrinter(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validateDryRun(v string) error {
+	switch traffic.DryRun(v) {
+	case traffic.DryRunNone, traffic.DryRunClient, traffic.DryRunServer:
+		return nil
+	}
+	return fmt.Errorf(`invalid --dry-run %q: use "none", "server" or "client"`, v)
+}
+
+// Run shows or changes the split.
+func (o *SplitOptions) Run(ctx context.Context) error {
+	res, err := traffic.Split(ctx, o.clients, traffic.SplitConfig{
+		Namespace:      o.Namespace,
+		Service:        o.Service,
+		Weights:        o.Weights,
+		Undo:           o.Undo,
+		SubsetLabel:    o.SubsetLabel,
+		Route:          o.Route,
+		AllowEmpty:     o.AllowEmpty,
+		CreateServices: o.CreateServices,
+		API:            traffic.API(o.API),
+		DryRun:         traffic.DryRun(o.DryRun),
+	})
+	if err != nil {
+		return err
+	}
+	printChanges(o.ErrOut, res.Changes, traffic.DryRun(o.DryRun))
+	if res.Attempts > 1 {
+		fmt.Fprintf(o.ErrOut, "objects changed while being updated; merged with the latest versions (%d attempts)\n", res.Attempts)
+	}
+	for _, n := range res.Notes {
+		fmt.Fprintln(o.ErrOut, n)
+	}
+	if o.printer != nil {
+		return printObjects(o.printer, o.Out, res.Objects)
+	}
+	return printSplit(o.Out, res.Rows)
+}
+
+// printChanges writes kubectl's "kind.group/name op" lines.
+func printChanges(w io.Writer, changes []traffic.Change, dry traffic.DryRun) {
+	suffix := ""
+	switch dry {
+	case traffic.DryRunClient:
+		suffix = " (dry run)"
+	case traffic.DryRunServer:
+		suffix = " (server dry run)"
+	}
+	for _, c := range changes {
+		fmt.Fprintln(w, c.String()+suffix)
+	}
+}
+
+// printObjects prints one object, or a List of several, like kubectl get.
+func printObjects(p printers.ResourcePrinter, w io.Writer, objs []*unstructured.Unstructured) error {
+	if len(objs) == 1 {
+		return p.PrintObj(objs[0], w)
+	}
+	list := &unstructured.UnstructuredList{Object: map[string]interface{}{"apiVersion": "v1", "kind": "List", "metadata": map[string]interface{}{"resourceVersion": ""}}}
+	for _, obj := range objs {
+		list.Items = append(list.Items, *obj)
+	}
+	var out runtime.Object = list
+	return p.PrintObj(out, w)
+}
+
+func printSplit(w io.Writer, rows []traffic.Row) error {
+	tw := printers.GetNewTabWriter(w)
+	fmt.Fprintln(tw, "ROUTE\tSUBSET\tWEIGHT\tREADY PODS")
+	for _, r := range rows {
+		weight := "-"
+		if r.Weight >= 0 {
+			weight = fmt.Sprint(r.Weight)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\n", r.Route, r.Subset, weight, r.Ready, r.Pods)
+	}
+	return tw.Flush()
+}
