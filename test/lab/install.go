@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"helm.sh/helm/v3/pkg/chart/loader"
@@ -50,6 +51,25 @@ func (a *applier) apply(ctx context.Context, objs []*unstructured.Unstructured) 
 			errs = append(errs, err)
 		}
 	}
+	return errors.Join(errs...)
+}
+
+// applyParallel applies independent objects (CRDs) concurrently: the API
+// server's CRD handling is the slowest part of bring-up when done one by one.
+func (a *applier) applyParallel(ctx context.Context, objs []*unstructured.Unstructured) error {
+	errs := make([]error, len(objs))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i, obj := range objs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			errs[i] = a.applyOne(ctx, obj)
+		}()
+	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 

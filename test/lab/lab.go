@@ -323,7 +323,7 @@ func bringUp(ctx context.Context, c Config) (*Lab, error) {
 	}
 	crds := append(istioCRDs, keepKinds(others, "CustomResourceDefinition")...)
 	ap2 := newApplier(kube, dyn)
-	if err := ap2.apply(ctx, crds); err != nil {
+	if err := ap2.applyParallel(ctx, crds); err != nil {
 		return nil, fmt.Errorf("installing CRDs: %w", err)
 	}
 	var crdNames []string
