@@ -79,14 +79,15 @@ demo: deps lab-bins build
 
 install: build
 	install -m 0755 $(BIN)/kubectl-mesh $(PREFIX)/bin/kubectl-mesh
+	install -m 0755 plugins/kubectl_complete-mesh $(PREFIX)/bin/kubectl_complete-mesh
 
 # Unit tests of the product, then the e2e suite against a real local lab
 # (started once for the whole run, or reused when `make lab-up` left one).
-test: deps lab-bins
+test: deps lab-bins check-release
 	$(GO) test -count=1 ./...
 	cd test && $(GO) test -count=1 -p 1 -timeout 30m ./...
 
-bench: deps lab-bins
+bench: deps lab-bins bench-startup
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	cd test && $(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
 
@@ -98,3 +99,47 @@ lint:
 
 clean:
 	rm -rf $(BIN) dist
+
+# Release, docs and start-up checks. Release tools are pinned and installed
+# once into _output/tools/<tool>-<version>/.
+TOOLS             := $(OUT)/tools
+GORELEASER_VER    := v2.15.1
+GORELEASER        := $(TOOLS)/goreleaser-$(GORELEASER_VER)/goreleaser
+KREW_VER          := v0.4.3
+VALIDATE_KREW     := $(TOOLS)/krew-$(KREW_VER)/validate-krew-manifest
+
+.PHONY: docs check-docs check-release bench-startup
+
+$(GORELEASER):
+	GOBIN=$(dir $@) $(GO) install github.com/goreleaser/goreleaser/v2@$(GORELEASER_VER)
+
+$(VALIDATE_KREW):
+	GOBIN=$(dir $@) $(GO) install sigs.k8s.io/krew/cmd/validate-krew-manifest@$(KREW_VER)
+
+# The command reference in docs/reference is generated from the command
+# tree. After adding or changing a command, flag or help text, run
+# `make docs` and commit docs/reference with the change; `make check-docs`
+# (part of `make test`) fails while it is stale.
+docs:
+	$(GO) run ./hack/gendocs -dir docs/reference
+
+check-docs:
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(GO) run ./hack/gendocs -dir "$$tmp" || exit 1; \
+	if ! diff -ru docs/reference "$$tmp"; then \
+		echo "docs/reference is stale: run 'make docs' and commit the result"; exit 1; \
+	fi
+
+# What the release pipeline would do, short of publishing: goreleaser's
+# config check, a linux/amd64 snapshot build (into dist/), and the krew
+# manifest rendered (placeholder checksums) and validated by krew's tool.
+check-release: $(GORELEASER) $(VALIDATE_KREW) check-docs
+	$(GORELEASER) check
+	GOOS=linux GOARCH=amd64 $(GORELEASER) build --snapshot --clean --single-target --id kubectl-mesh
+	@mkdir -p $(OUT)/krew
+	$(GO) run ./krew/render -tag v0.0.0 -placeholder-sha -o $(OUT)/krew/mesh.yaml krew/mesh.yaml
+	$(VALIDATE_KREW) -manifest $(OUT)/krew/mesh.yaml -skip-install
+
+# Start-up time beside `kubectl version --client`, and binary sizes.
+bench-startup: deps build $(LAB_BIN)/kubectl-$(KUBE_VERSION)
+	hack/bench-startup.sh $(BIN)/kubectl-mesh $(LAB_BIN)/kubectl-$(KUBE_VERSION)

@@ -13,6 +13,7 @@ check tshark tshark
 check openssl openssl
 check ip iproute2
 check hyperfine hyperfine
+check jq jq
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
