@@ -48,9 +48,9 @@ const (
 	StatusNotYetValid = "not-yet-valid"
 )
 
-// ExpiryWarning is how close to expiry a certificate gets a warning. Istio
-// rotates workload certificates long before this, so a leaf this close to its
-// end means rotation is stuck.
+// ExpiryWarning is how close to expiry a certificate gets a warning, once it
+// is also past the half of its lifetime where the Istio agent replaces it: a
+// leaf in that state means rotation is stuck.
 const ExpiryWarning = 24 * time.Hour
 
 // Certificate is everything shown about one certificate.

@@ -46,12 +46,21 @@ func Describe(c *x509.Certificate, role string, now time.Time) Certificate {
 		out.Status = StatusNotYetValid
 	case now.After(c.NotAfter):
 		out.Status = StatusExpired
-	case c.NotAfter.Sub(now) < ExpiryWarning:
+	case expiring(c, now):
 		out.Status = StatusExpiring
 	default:
 		out.Status = StatusValid
 	}
 	return out
+}
+
+// expiring is under ExpiryWarning left and past the point where the Istio
+// agent rotates (half the lifetime): Istio's default 24h certificates always
+// have less than 24h left, and warning about every healthy one would drown
+// the real case, a certificate that should have been replaced.
+func expiring(c *x509.Certificate, now time.Time) bool {
+	left := c.NotAfter.Sub(now)
+	return left < ExpiryWarning && left < c.NotAfter.Sub(c.NotBefore)/2
 }
 
 // Fingerprint is the SHA-256 of the DER certificate, written as openssl does

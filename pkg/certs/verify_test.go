@@ -14,6 +14,7 @@ func TestEvaluate(t *testing.T) {
 	other := newCA(t, "cluster.local", 2)
 	rootFP := short(Fingerprint(ca.cert))
 	valid := ca.leaf(t, spiffeDefault, now.Add(-time.Hour), now.Add(23*time.Hour+30*time.Minute))
+	stuck := ca.leaf(t, spiffeDefault, now.Add(-20*time.Hour), now.Add(4*time.Hour))
 	long := ca.leaf(t, spiffeDefault, now.Add(-time.Hour), now.Add(48*time.Hour))
 	expired := ca.leaf(t, spiffeDefault, now.Add(-48*time.Hour), now.Add(-3*time.Hour))
 	future := ca.leaf(t, spiffeDefault, now.Add(2*time.Hour), now.Add(26*time.Hour))
@@ -42,7 +43,7 @@ func TestEvaluate(t *testing.T) {
 			},
 		},
 		{
-			name:   "valid but expiring warns",
+			name:   "a fresh 24h certificate does not warn",
 			leaf:   valid,
 			expect: expect,
 			want: []Check{
@@ -50,7 +51,17 @@ func TestEvaluate(t *testing.T) {
 				{CheckValidity, true, "leaf valid now, for 23h more (not after 2026-01-03T02:34:05Z)"},
 				{CheckIdentity, true, identityOK},
 			},
-			warnings: []string{"leaf certificate " + spiffeDefault + " expires in 23h (not after 2026-01-03T02:34:05Z)"},
+		},
+		{
+			name:   "under 24h and past its rotation point warns",
+			leaf:   stuck,
+			expect: expect,
+			want: []Check{
+				{CheckChain, true, chainOKMsg},
+				{CheckValidity, true, "leaf valid now, for 4h more (not after 2026-01-02T07:04:05Z)"},
+				{CheckIdentity, true, identityOK},
+			},
+			warnings: []string{"leaf certificate " + spiffeDefault + " expires in 4h (not after 2026-01-02T07:04:05Z)"},
 		},
 		{
 			name:   "expired",
@@ -137,7 +148,7 @@ func TestEvaluate(t *testing.T) {
 
 func TestDescribe(t *testing.T) {
 	ca := newCA(t, "cluster.local", 1)
-	leaf := ca.leaf(t, "spiffe://td.example/ns/shop/sa/cart", now.Add(-time.Hour), now.Add(time.Hour))
+	leaf := ca.leaf(t, "spiffe://td.example/ns/shop/sa/cart", now.Add(-3*time.Hour), now.Add(time.Hour))
 	got := Describe(leaf, RoleLeaf, now)
 	want := Certificate{
 		Role:               RoleLeaf,
@@ -148,7 +159,7 @@ func TestDescribe(t *testing.T) {
 		Serial:             "0ABCDEF0123456789A",
 		KeyType:            "ECDSA P-256",
 		SignatureAlgorithm: "SHA256-RSA",
-		NotBefore:          now.Add(-time.Hour),
+		NotBefore:          now.Add(-3 * time.Hour),
 		NotAfter:           now.Add(time.Hour),
 		TimeLeft:           time.Hour,
 		TimeLeftSeconds:    3600,
