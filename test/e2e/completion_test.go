@@ -119,6 +119,13 @@ func TestCompletionHelpers(t *testing.T) {
 		podNames = append(podNames, p.Name)
 	}
 	sort.Strings(podNames)
+	prefix := podNames[0][:len(podNames[0])-1]
+	var withPrefix []string
+	for _, p := range podNames {
+		if strings.HasPrefix(p, prefix) {
+			withPrefix = append(withPrefix, p)
+		}
+	}
 
 	tests := []struct {
 		name  string
@@ -126,7 +133,7 @@ func TestCompletionHelpers(t *testing.T) {
 		want  string
 	}{
 		{"pods", []string{"test-pods", "-n", ns, ""}, strings.Join(podNames, "\n") + "\n:4\n"},
-		{"pods by prefix", []string{"test-pods", "-n", ns, podNames[0][:len(podNames[0])-1]}, podNames[0] + "\n:4\n"},
+		{"pods by prefix", []string{"test-pods", "-n", ns, prefix}, strings.Join(withPrefix, "\n") + "\n:4\n"},
 		{"services", []string{"-n", ns, "test-services", "web"}, "web\nweb-canary\n:4\n"},
 		{"services by prefix", []string{"-n", ns, "test-services", "web-"}, "web-canary\n:4\n"},
 		{"revisions", []string{"test-revisions", ""}, "default\tIstio " + lab.IstioVersion + "\n:4\n"},
