@@ -231,7 +231,7 @@ func chooseRoute(routes []interface{}, field, name, owner string) (int, error) {
 	}
 	for i, r := range routes {
 		m, _ := r.(map[string]interface{})
-		if ms, _ := m["matches"].([]interface{}); field == "rules" && len(ms) > 0 {
+		if ms, _ := m["matches"].([]interface{}); field == "rules" && len(ms) > 0 && !matchesAll(ms) {
 			continue
 		}
 		if ms, _ := m["match"].([]interface{}); field == "http" && len(ms) > 0 {
@@ -240,6 +240,20 @@ func chooseRoute(routes []interface{}, field, name, owner string) (int, error) {
 		return i, nil
 	}
 	return len(routes), nil
+}
+
+// matchesAll says whether Gateway API matches are the API server's default
+// for a rule written without any: a single PathPrefix "/".
+func matchesAll(ms []interface{}) bool {
+	if len(ms) != 1 {
+		return false
+	}
+	m, _ := ms[0].(map[string]interface{})
+	if len(m) != 1 {
+		return false
+	}
+	p, _ := m["path"].(map[string]interface{})
+	return len(p) == 2 && p["type"] == "PathPrefix" && p["value"] == "/"
 }
 
 // findRoute locates the route recorded under key for undo.
