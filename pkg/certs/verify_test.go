@@ -19,6 +19,8 @@ func TestEvaluate(t *testing.T) {
 	expired := ca.leaf(t, spiffeDefault, now.Add(-48*time.Hour), now.Add(-3*time.Hour))
 	future := ca.leaf(t, spiffeDefault, now.Add(2*time.Hour), now.Add(26*time.Hour))
 	foreign := other.leaf(t, spiffeDefault, now.Add(-time.Hour), now.Add(48*time.Hour))
+	// Expired before the root was (re-)created: no instant when both are valid.
+	longGone := ca.leaf(t, spiffeDefault, now.Add(-96*time.Hour), now.Add(-72*time.Hour))
 	wrongID := ca.leaf(t, "spiffe://cluster.local/ns/shop/sa/cart", now.Add(-time.Hour), now.Add(48*time.Hour))
 	notIstio := ca.leaf(t, "https://example.com/x", now.Add(-time.Hour), now.Add(48*time.Hour))
 	expect := Expect{Namespace: "default", ServiceAccount: "default"}
@@ -70,6 +72,16 @@ func TestEvaluate(t *testing.T) {
 			want: []Check{
 				{CheckChain, true, chainOKMsg},
 				{CheckValidity, false, "leaf certificate " + spiffeDefault + " expired 3h ago (not after 2026-01-02T00:04:05Z); the proxy is not rotating it: check the istio-proxy logs and istiod"},
+				{CheckIdentity, true, identityOK},
+			},
+		},
+		{
+			name:   "expired before the root began",
+			leaf:   longGone,
+			expect: expect,
+			want: []Check{
+				{CheckChain, true, chainOKMsg},
+				{CheckValidity, false, "leaf certificate " + spiffeDefault + " expired 3d ago (not after 2025-12-30T03:04:05Z); the proxy is not rotating it: check the istio-proxy logs and istiod"},
 				{CheckIdentity, true, identityOK},
 			},
 		},
