@@ -24,7 +24,7 @@ KUBE_VERSION     := v1.35.0
 KWOK_VERSION     := v0.8.0
 ISTIO_VERSION    := 1.31.0
 ISTIO_MODULE     := istio.io/istio@v0.0.0-20260827124520-eed52ebb66ad
-STATICCHECK      := honnef.co/go/tools/cmd/staticcheck@v0.7.0
+STATICCHECK      := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 LAB_BIN          := $(OUT)/lab-bin
 KUBE_LDFLAGS     := $(foreach p,k8s.io/component-base/version k8s.io/client-go/pkg/version,-X $(p).gitVersion=$(KUBE_VERSION) -X $(p).gitMajor=1 -X $(p).gitMinor=35 -X $(p).gitTreeState=clean)
 ISTIO_LDFLAGS    := -X istio.io/istio/pkg/version.buildVersion=$(ISTIO_VERSION) -X istio.io/istio/pkg/version.buildStatus=Clean -X istio.io/istio/pkg/version.buildTag=$(ISTIO_VERSION)
@@ -91,11 +91,12 @@ bench: deps lab-bins bench-startup
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	cd test && $(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
 
-lint:
+lint: $(TOOLS)/staticcheck
 	@out=$$(gofmt -l cmd pkg test hack); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	cd test && $(GO) vet ./...
-	$(GO) run $(STATICCHECK) ./...
+	$(TOOLS)/staticcheck ./...
+	cd test && $(TOOLS)/staticcheck ./...
 
 clean:
 	rm -rf $(BIN) dist
@@ -115,6 +116,9 @@ $(GORELEASER):
 
 $(VALIDATE_KREW):
 	GOBIN=$(dir $@) $(GO) install sigs.k8s.io/krew/cmd/validate-krew-manifest@$(KREW_VER)
+
+$(TOOLS)/staticcheck:
+	GOBIN=$(TOOLS) $(GO) install $(STATICCHECK)
 
 # The command reference in docs/reference is generated from the command
 # tree. After adding or changing a command, flag or help text, run
