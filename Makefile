@@ -26,6 +26,7 @@ ISTIO_VERSION    := 1.31.0
 ISTIO_MODULE     := istio.io/istio@v0.0.0-20260827124520-eed52ebb66ad
 STATICCHECK      := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 LAB_BIN          := $(OUT)/lab-bin
+TOOLS            := $(OUT)/tools
 KUBE_LDFLAGS     := $(foreach p,k8s.io/component-base/version k8s.io/client-go/pkg/version,-X $(p).gitVersion=$(KUBE_VERSION) -X $(p).gitMajor=1 -X $(p).gitMinor=35 -X $(p).gitTreeState=clean)
 ISTIO_LDFLAGS    := -X istio.io/istio/pkg/version.buildVersion=$(ISTIO_VERSION) -X istio.io/istio/pkg/version.buildStatus=Clean -X istio.io/istio/pkg/version.buildTag=$(ISTIO_VERSION)
 
@@ -103,7 +104,6 @@ clean:
 
 # Release, docs and start-up checks. Release tools are pinned and installed
 # once into _output/tools/<tool>-<version>/.
-TOOLS             := $(OUT)/tools
 GORELEASER_VER    := v2.15.1
 GORELEASER        := $(TOOLS)/goreleaser-$(GORELEASER_VER)/goreleaser
 KREW_VER          := v0.4.3
