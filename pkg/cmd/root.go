@@ -50,6 +50,10 @@ func NewCmdMesh(o *options.Options) *cobra.Command {
 	cmd.AddCommand(NewCmdCompletion(o))
 	cmd.AddCommand(NewCmdSplit(o))
 	cmd.AddCommand(NewCmdExpose(o))
+	cmd.AddCommand(NewCmdEnableInjection(o))
+	cmd.AddCommand(NewCmdDisableInjection(o))
+	cmd.AddCommand(NewCmdRestart(o))
+	cmd.AddCommand(NewCmdStatus(o))
 	cmd.AddCommand(NewCmdSniff(o))
 	return cmd
 }

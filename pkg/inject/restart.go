@@ -283,7 +283,7 @@ func patchWorkload(ctx context.Context, kube kubernetes.Interface, w *Workload, 
 // says the rollout is complete.
 func waitRollout(ctx context.Context, kube kubernetes.Interface, w *Workload, patched runtime.Object, status func(string)) error {
 	gk := schema.GroupKind{Group: appsv1.GroupName}
-	var lw cache.ListerWatcher
+	var lw *cache.ListWatch
 	fs := fields.OneTermEqualSelector("metadata.name", w.Name).String()
 	apps := kube.AppsV1()
 	list := func(opts metav1.ListOptions) metav1.ListOptions { opts.FieldSelector = fs; return opts }
@@ -328,7 +328,9 @@ func waitRollout(ctx context.Context, kube kubernetes.Interface, w *Workload, pa
 	if err != nil {
 		return err
 	}
-	_, err = watchtools.UntilWithSync(ctx, lw, patched.DeepCopyObject(), nil, func(e watch.Event) (bool, error) {
+	// Clients that cannot stream the initial list (test fakes) say so, and
+	// the reflector falls back to list-then-watch.
+	_, err = watchtools.UntilWithSync(ctx, cache.ToListWatcherWithWatchListSemantics(lw, kube), patched.DeepCopyObject(), nil, func(e watch.Event) (bool, error) {
 		switch e.Type {
 		case watch.Deleted:
 			return false, fmt.Errorf("%s was deleted while waiting for its rollout", w.Ref())

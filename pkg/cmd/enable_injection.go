@@ -1,0 +1,208 @@
+package cmd
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/kubernetes"
+	cmdutil "k8s.io/kubectl/pkg/cmd/util"
+	"k8s.io/kubectl/pkg/scheme"
+
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/controlplane"
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/inject"
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/options"
+)
+
+// InjectionLabelOptions is `kubectl mesh enable-injection` and
+// `disable-injection`: they differ only in the label change they plan.
+type InjectionLabelOptions struct {
+	*options.Options
+	Enable     bool
+	Request    inject.EnableRequest
+	DryRun     cmdutil.DryRunStrategy
+	PrintFlags *genericclioptions.PrintFlags
+	Namespaces []string
+
+	kube kubernetes.Interface
+}
+
+// NewCmdEnableInjection returns the enable-injection command.
+func NewCmdEnableInjection(root *options.Options) *cobra.Command {
+	o := &InjectionLabelOptions{Options: root, Enable: true, PrintFlags: genericclioptions.NewPrintFlags("labeled").WithTypeSetter(scheme.Scheme)}
+	cmd := &cobra.Command{
+		Use:   "enable-injection [NAMESPACE...]",
+		Short: "Label namespaces so new pods get an Istio sidecar (or join ambient)",
+		Long: `Label namespaces for the installed Istio control plane: istio-injection=enabled
+for the default revision, istio.io/rev=REV for a revision or tag, or
+istio.io/dataplane-mode=ambient. Labels that would override the choice are
+removed, with a note. Then lists the workloads whose pods need a restart.
+Without a NAMESPACE, the current namespace (-n or the context's) is used.`,
+		Example: `  # Sidecars from the default revision in namespace default
+  kubectl mesh enable-injection default
+
+  # Sidecars from revision (or tag) canary, reviewing the change first
+  kubectl mesh enable-injection shop --revision canary --dry-run=server -o yaml
+
+  # Ambient mode, no sidecars
+  kubectl mesh enable-injection shop --ambient`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.Complete(cmd, args); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVar(&o.Request.Revision, "revision", "", "Istio revision or revision tag to inject (default: the default revision)")
+	cmd.Flags().BoolVar(&o.Request.Ambient, "ambient", false, "Enrol the namespaces in ambient mode (istio.io/dataplane-mode=ambient) instead of sidecars")
+	o.PrintFlags.AddFlags(cmd)
+	cmdutil.AddDryRunFlag(cmd)
+	return cmd
+}
+
+// Complete reads the dry-run flag, the namespaces and builds the client.
+func (o *InjectionLabelOptions) Complete(cmd *cobra.Command, args []string) error {
+	var err error
+	if o.DryRun, err = cmdutil.GetDryRunStrategy(cmd); err != nil {
+		return err
+	}
+	o.Namespaces = args
+	if len(o.Namespaces) == 0 {
+		ns, _, err := o.Namespace()
+		if err != nil {
+			return err
+		}
+		o.Namespaces = []string{ns}
+	}
+	o.kube, err = o.KubeClient()
+	return err
+}
+
+// Validate checks flags without touching the cluster.
+func (o *InjectionLabelOptions) Validate() error {
+	if o.Request.Ambient && o.Request.Revision != "" {
+		return fmt.Errorf("--ambient and --revision cannot be combined: ambient namespaces are not injected")
+	}
+	seen := map[string]bool{}
+	for _, ns := range o.Namespaces {
+		if seen[ns] {
+			return fmt.Errorf("namespace %q given twice", ns)
+		}
+		seen[ns] = true
+	}
+	return nil
+}
+
+type plannedLabels struct {
+	ns     *corev1.Namespace
+	change inject.LabelChange
+}
+
+// Run plans every namespace before changing any, so a bad namespace,
+// revision or missing permission leaves the cluster untouched.
+func (o *InjectionLabelOptions) Run(ctx context.Context) error {
+	inv, err := controlplane.Discover(ctx, o.kube)
+	if apierrors.IsForbidden(err) {
+		return inject.Forbidden("list", "mutatingwebhookconfigurations", "", err)
+	} else if err != nil {
+		return err
+	}
+	rules := inject.NewRules(inv)
+	snap, err := inject.Collect(ctx, o.kube, inject.Scope{Namespaces: o.Namespaces})
+	if err != nil {
+		return err
+	}
+	var plans []plannedLabels
+	for _, name := range o.Namespaces {
+		ns := snap.Namespace(name)
+		var c inject.LabelChange
+		if o.Enable {
+			if c, err = rules.PlanEnable(name, ns.Labels, o.Request); err != nil {
+				return err
+			}
+		} else {
+			c = rules.PlanDisable(name, ns.Labels)
+		}
+		plans = append(plans, plannedLabels{ns: ns, change: c})
+	}
+	if o.DryRun == cmdutil.DryRunNone {
+		// A server-side dry run of every patch first: RBAC or admission
+		// refusals then stop us before the first real change.
+		for _, p := range plans {
+			if _, err := o.patch(ctx, p, true); err != nil {
+				return err
+			}
+		}
+	}
+	unchanged, op := "already enabled", "labeled"
+	if !o.Enable {
+		unchanged = "already disabled"
+	}
+	switch o.DryRun {
+	case cmdutil.DryRunClient:
+		op += " (dry run)"
+	case cmdutil.DryRunServer:
+		op += " (server dry run)"
+	}
+	for _, p := range plans {
+		for _, n := range p.change.Notes {
+			fmt.Fprintf(o.ErrOut, "note: namespace/%s: %s\n", p.ns.Name, n)
+		}
+		result, operation := p.ns, unchanged
+		if !p.change.Empty() {
+			operation = op
+			switch o.DryRun {
+			case cmdutil.DryRunClient:
+				result = p.ns.DeepCopy()
+				result.Labels = p.change.Apply(p.ns.Labels)
+			default:
+				if result, err = o.patch(ctx, p, o.DryRun == cmdutil.DryRunServer); err != nil {
+					return err
+				}
+			}
+		}
+		if err := o.print(result, operation); err != nil {
+			return err
+		}
+		need := rules.NeedRestart(snap, p.ns.Name, p.change.Apply(p.ns.Labels))
+		fmt.Fprintln(o.ErrOut, inject.NeedRestartSummary(p.ns.Name, need))
+	}
+	return nil
+}
+
+func (o *InjectionLabelOptions) patch(ctx context.Context, p plannedLabels, dryRun bool) (*corev1.Namespace, error) {
+	if p.change.Empty() {
+		return p.ns, nil
+	}
+	body, err := json.Marshal(p.change.MergePatch())
+	if err != nil {
+		return nil, err
+	}
+	opts := metav1.PatchOptions{}
+	if dryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	ns, err := o.kube.CoreV1().Namespaces().Patch(ctx, p.ns.Name, types.MergePatchType, body, opts)
+	if err != nil {
+		return nil, inject.Forbidden("patch", "namespaces", " ("+p.ns.Name+")", err)
+	}
+	return ns, nil
+}
+
+func (o *InjectionLabelOptions) print(ns *corev1.Namespace, operation string) error {
+	o.PrintFlags.NamePrintFlags.Operation = operation
+	printer, err := o.PrintFlags.ToPrinter()
+	if err != nil {
+		return err
+	}
+	return printer.PrintObj(ns.DeepCopy(), o.Out)
+}

@@ -1,0 +1,112 @@
+package cmd
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/spf13/cobra"
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/inject"
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/options"
+)
+
+// StatusOptions is `kubectl mesh status`.
+type StatusOptions struct {
+	*options.Options
+	AllNamespaces bool
+	Output        string
+	Namespaces    []string
+
+	kube  kubernetes.Interface
+	istio istioclient.Interface
+}
+
+// NewCmdStatus returns the status command.
+func NewCmdStatus(root *options.Options) *cobra.Command {
+	o := &StatusOptions{Options: root}
+	cmd := &cobra.Command{
+		Use:   "status [-n NAMESPACE | -A] [-o wide|json|yaml]",
+		Short: "Show the control plane and each namespace's injection, sidecars and mTLS",
+		Long: `Show the Istio control plane (revisions, tags, versions, injector) and, per
+namespace: injection mode (sidecar, revision X, ambient, off, conflicting
+labels), workloads whose pods all have a sidecar, pods needing a restart,
+sidecar versions and skew, and the effective namespace-wide mTLS mode.
+Reads the cluster with a fixed number of LIST calls, however many namespaces.`,
+		Example: `  # The current namespace
+  kubectl mesh status
+
+  # Every namespace, with the workloads that need a restart
+  kubectl mesh status -A -o wide`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.Complete(); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().BoolVarP(&o.AllNamespaces, "all-namespaces", "A", false, "Show all namespaces")
+	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "Output format: wide, json or yaml")
+	return cmd
+}
+
+// Complete resolves the namespace and builds the clients.
+func (o *StatusOptions) Complete() error {
+	if !o.AllNamespaces {
+		ns, _, err := o.Namespace()
+		if err != nil {
+			return err
+		}
+		o.Namespaces = []string{ns}
+	}
+	var err error
+	if o.kube, err = bulkKubeClient(o.Options); err != nil {
+		return err
+	}
+	o.istio, err = o.IstioClient()
+	return err
+}
+
+// Validate checks flags without touching the cluster.
+func (o *StatusOptions) Validate() error {
+	switch o.Output {
+	case "", "wide", "json", "yaml":
+		return nil
+	}
+	return fmt.Errorf("--output must be wide, json or yaml, got %q", o.Output)
+}
+
+// Run builds and prints the report.
+func (o *StatusOptions) Run(ctx context.Context) error {
+	rep, err := inject.BuildStatus(ctx, o.kube, o.istio, inject.Scope{AllNamespaces: o.AllNamespaces, Namespaces: o.Namespaces})
+	if apierrors.IsForbidden(err) {
+		return inject.Forbidden("list", "mutatingwebhookconfigurations", "", err)
+	} else if err != nil {
+		return err
+	}
+	switch o.Output {
+	case "json":
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(o.Out, string(b))
+		return err
+	case "yaml":
+		b, err := yaml.Marshal(rep)
+		if err != nil {
+			return err
+		}
+		_, err = o.Out.Write(b)
+		return err
+	}
+	return inject.WriteStatus(o.Out, rep, o.Output == "wide")
+}
