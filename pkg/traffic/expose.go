@@ -102,6 +102,7 @@ func Expose(ctx context.Context, c Clients, cfg ExposeConfig) (*ExposeResult, er
 	}
 
 	res := &ExposeResult{}
+	urlPath := cfg.PathPrefix
 	w := writer{dyn: c.Dynamic, dryRun: cfg.DryRun}
 	retriable := func(err error) bool { return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) }
 	err = retry.OnError(retry.DefaultRetry, retriable, func() error {
@@ -116,6 +117,14 @@ func Expose(ctx context.Context, c Clients, cfg ExposeConfig) (*ExposeResult, er
 		if err != nil {
 			return err
 		}
+		// The path only applies when expose writes the route itself.
+		urlPath = cfg.PathPrefix
+		if len(plan) == 2 && !plan[1].create {
+			urlPath = "/"
+			if cfg.PathPrefix != "/" {
+				notes = append(notes, fmt.Sprintf("--path-prefix %s is not applied: %s %s exists and its routes are kept", cfg.PathPrefix, strings.ToLower(plan[1].obj.GetKind()), plan[1].obj.GetName()))
+			}
+		}
 		objs, changes, err := w.apply(ctx, plan)
 		if err != nil {
 			return err
@@ -126,7 +135,9 @@ func Expose(ctx context.Context, c Clients, cfg ExposeConfig) (*ExposeResult, er
 	if err != nil {
 		return nil, err
 	}
-	url, hints := ingressURL(ctx, c, cfg)
+	urlCfg := cfg
+	urlCfg.PathPrefix = urlPath
+	url, hints := ingressURL(ctx, c, urlCfg)
 	res.URL = url
 	res.Notes = append(res.Notes, hints...)
 	return res, nil
@@ -234,9 +245,6 @@ func planExposeIstio(ctx context.Context, c Clients, cfg ExposeConfig, port int3
 					mesh.GetName(), ns, svc, svc)
 			}
 			vs = mesh
-			if cfg.PathPrefix != "/" {
-				notes = append(notes, fmt.Sprintf("--path-prefix %s is not applied: the existing routes of virtualservice %s are used at the gateway", cfg.PathPrefix, vs.GetName()))
-			}
 		}
 	}
 	var vsPlan planned
@@ -265,10 +273,32 @@ func planExposeIstio(ctx context.Context, c Clients, cfg ExposeConfig, port int3
 			changed = addString(vs.Object, "mesh", "spec", "gateways") || changed
 		}
 		changed = addString(vs.Object, gwName, "spec", "gateways") || changed
-		changed = addString(vs.Object, cfg.Host, "spec", "hosts") || changed
+		hosts, _, _ := unstructured.NestedStringSlice(vs.Object, "spec", "hosts")
+		if !hostCovered(hosts, cfg.Host) {
+			if strings.HasPrefix(cfg.Host, "*") {
+				// Istio rejects a wildcard next to names it covers as duplicate hosts.
+				for _, h := range hosts {
+					if hostCovered([]string{cfg.Host}, h) {
+						return nil, nil, fmt.Errorf("virtualservice %s already has host %s, which --host %s would duplicate; pass a --host that does not cover it", vs.GetName(), h, cfg.Host)
+					}
+				}
+			}
+			changed = addString(vs.Object, cfg.Host, "spec", "hosts") || changed
+		}
 		vsPlan = planned{gvr: VirtualServices, obj: vs, changed: changed}
 	}
 	return []planned{gwPlan, vsPlan}, notes, nil
+}
+
+// hostCovered says whether a host list already matches host h: the same
+// name, "*", or a wildcard "*.example.com" covering it.
+func hostCovered(hosts []string, h string) bool {
+	for _, x := range hosts {
+		if x == h || x == "*" || (strings.HasPrefix(x, "*.") && strings.HasSuffix(h, x[1:])) {
+			return true
+		}
+	}
+	return false
 }
 
 // addGatewayHost makes the gateway's HTTP port-80 server accept host,
@@ -388,7 +418,7 @@ func ingressURL(ctx context.Context, c Clients, cfg ExposeConfig) (string, []str
 		// Istio deploys a Service named <gateway>-istio for each Gateway.
 		s, err := c.Kube.CoreV1().Services(cfg.Namespace).Get(ctx, gwName+"-istio", metav1.GetOptions{})
 		if err != nil {
-			return "", []string{fmt.Sprintf("gateway %s has no address yet; check later with: kubectl get gateway %s -n %s", gwName, gwName, cfg.Namespace)}
+			return "", []string{gatewayPending(ctx, c, cfg.Namespace, gwName)}
 		}
 		svc = s
 	} else {
@@ -417,6 +447,23 @@ func ingressURL(ctx context.Context, c Clients, cfg ExposeConfig) (string, []str
 		notes = append(notes, fmt.Sprintf("requests must carry Host: %s; until DNS points there, try: curl -H 'Host: %s' %s", cfg.Host, cfg.Host, url))
 	}
 	return url, notes
+}
+
+// gatewayPending explains why a Gateway API Gateway has no address, from its
+// Programmed condition when the controller has set one.
+func gatewayPending(ctx context.Context, c Clients, ns, name string) string {
+	hint := fmt.Sprintf("check later with: kubectl get gateway %s -n %s", name, ns)
+	gw, err := getOrNil(ctx, c, Gateways, ns, name)
+	if err == nil && gw != nil {
+		conds, _, _ := unstructured.NestedSlice(gw.Object, "status", "conditions")
+		for _, cond := range conds {
+			m, _ := cond.(map[string]interface{})
+			if m["type"] == "Programmed" && m["status"] == "False" {
+				return fmt.Sprintf("gateway %s is not programmed yet (%v: %v); %s", name, m["reason"], m["message"], hint)
+			}
+		}
+	}
+	return fmt.Sprintf("gateway %s has no address yet; %s", name, hint)
 }
 
 func buildURL(addr string, port int32, cfg ExposeConfig) string {
