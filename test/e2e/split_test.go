@@ -2,8 +2,14 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,9 +21,13 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/traffic"
+	"github.com/kubectl-mesh/kubectl-mesh/test/lab"
 	"github.com/kubectl-mesh/kubectl-mesh/test/labtest"
 )
 
@@ -205,12 +215,10 @@ func TestSplitBadInput(t *testing.T) {
 	}
 }
 
-// TestSplitIstioAbsent checks the CRD detection against the real API
-// server's discovery. The lab has Istio's CRDs, and removing them would
-// break every other test sharing the lab, so the check is pointed at a
-// group version and a resource the server does not serve; the command's
-// message for a missing VirtualService is the same code path (unit-tested
-// with a fake discovery in pkg/cmd).
+// TestSplitIstioAbsent checks the CRD detection against the lab's own API
+// server for group versions and resources it does not serve (the lab has
+// Istio's CRDs); TestSplitIstioAbsentAPIServer runs the commands against a
+// server that has none.
 func TestSplitIstioAbsent(t *testing.T) {
 	env := labtest.Get(t)
 	disc, err := discovery.NewDiscoveryClientForConfig(env.RESTConfig)
@@ -697,5 +705,118 @@ func trEventually(t *testing.T, cond func() bool) {
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestSplitIstioAbsentAPIServer runs split and expose against a real API
+// server that has never had Istio's or the Gateway API's CRDs: a second
+// kube-apiserver of the lab's build, on its own port and its own etcd key
+// prefix (so it shares nothing with the lab's cluster), stopped and its keys
+// deleted when the test ends.
+func TestSplitIstioAbsentAPIServer(t *testing.T) {
+	env := labtest.Get(t)
+	kc := trBareAPIServer(t, env)
+	tests := []struct {
+		args []string
+		err  string
+	}{
+		{[]string{"split", "backend", "50/50"}, "istio CRDs are not installed in this cluster (no networking.istio.io/v1 VirtualService); install Istio first"},
+		{[]string{"split", "backend"}, "istio CRDs are not installed in this cluster (no networking.istio.io/v1 VirtualService); install Istio first"},
+		{[]string{"split", "backend", "50/50", "--api", "gateway"}, "Gateway API CRDs are not installed in this cluster (no gateway.networking.k8s.io/v1 HTTPRoute); install the Gateway API CRDs first (https://gateway-api.sigs.k8s.io/guides/#installing-gateway-api)"},
+		{[]string{"expose", "frontend"}, "istio CRDs are not installed in this cluster (no networking.istio.io/v1 Gateway); install Istio first"},
+		{[]string{"expose", "frontend", "--api", "gateway"}, "Gateway API CRDs are not installed in this cluster (no gateway.networking.k8s.io/v1 Gateway); install the Gateway API CRDs first (https://gateway-api.sigs.k8s.io/guides/#installing-gateway-api)"},
+	}
+	for _, tt := range tests {
+		res := env.Mesh(t, append(tt.args, "--kubeconfig", kc, "-n", "default")...)
+		if res.ExitCode != 1 || res.Stdout != "" || res.Stderr != "error: "+tt.err+"\n" {
+			t.Errorf("%v: exit %d\nstderr %q\nwant   %q", tt.args, res.ExitCode, res.Stderr, "error: "+tt.err+"\n")
+		}
+	}
+}
+
+// trBareAPIServer starts a kube-apiserver on a free port with a fresh etcd
+// key prefix in the lab's etcd and returns an admin kubeconfig for it.
+func trBareAPIServer(t *testing.T, env *labtest.Env) string {
+	t.Helper()
+	l := env.Lab
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := lis.Addr().(*net.TCPAddr).Port
+	lis.Close()
+	prefix := fmt.Sprintf("/kubectl-mesh-bare-%d/", port)
+	dir := t.TempDir()
+	logf, err := os.Create(filepath.Join(dir, "kube-apiserver.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	ap, admin := l.PKI.Cert("apiserver"), l.PKI.Cert("admin")
+	cmd := exec.Command(filepath.Join(l.BinDir, "kube-apiserver-"+lab.KubeVersion),
+		"--etcd-servers=http://127.0.0.1:2379", "--etcd-prefix="+prefix,
+		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port),
+		"--tls-cert-file="+ap.CertFile, "--tls-private-key-file="+ap.KeyFile, "--client-ca-file="+l.PKI.CA.CertFile,
+		"--service-account-key-file="+l.PKI.ServiceAccountPub, "--service-account-signing-key-file="+l.PKI.ServiceAccountKey,
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-cluster-ip-range=10.0.0.0/24", "--authorization-mode=RBAC", "--endpoint-reconciler-type=none",
+		"--profiling=false", "--cert-dir="+dir)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		trDeleteEtcdPrefix(t, prefix)
+	})
+
+	kc := filepath.Join(dir, "kubeconfig")
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["bare"] = &clientcmdapi.Cluster{Server: fmt.Sprintf("https://127.0.0.1:%d", port), CertificateAuthority: l.PKI.CA.CertFile}
+	cfg.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificate: admin.CertFile, ClientKey: admin.KeyFile}
+	cfg.Contexts["bare"] = &clientcmdapi.Context{Cluster: "bare", AuthInfo: "admin", Namespace: "default"}
+	cfg.CurrentContext = "bare"
+	if err := clientcmd.WriteToFile(*cfg, kc); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := clientcmd.BuildConfigFromFlags("", kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	for {
+		_, err := kube.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			log, _ := os.ReadFile(filepath.Join(dir, "kube-apiserver.log"))
+			t.Fatalf("second kube-apiserver not ready: %v\n%s", err, log)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return kc
+}
+
+// trDeleteEtcdPrefix removes every key under prefix through etcd's JSON
+// gateway, so the second API server leaves nothing behind.
+func trDeleteEtcdPrefix(t *testing.T, prefix string) {
+	end := []byte(prefix)
+	end[len(end)-1]++
+	body := fmt.Sprintf(`{"key":%q,"range_end":%q}`, base64.StdEncoding.EncodeToString([]byte(prefix)), base64.StdEncoding.EncodeToString(end))
+	resp, err := http.Post("http://127.0.0.1:2379/v3/kv/deleterange", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Errorf("deleting etcd keys %s: %v", prefix, err)
+		return
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("deleting etcd keys %s: %s", prefix, resp.Status)
 	}
 }
