@@ -144,6 +144,8 @@ check-release: $(GORELEASER) $(VALIDATE_KREW) check-docs
 	$(GO) run ./krew/render -tag v0.0.0 -placeholder-sha -o $(OUT)/krew/mesh.yaml krew/mesh.yaml
 	$(VALIDATE_KREW) -manifest $(OUT)/krew/mesh.yaml -skip-install
 
-# Start-up time beside `kubectl version --client`, and binary sizes.
-bench-startup: deps build $(LAB_BIN)/kubectl-$(KUBE_VERSION)
-	hack/bench-startup.sh $(BIN)/kubectl-mesh $(LAB_BIN)/kubectl-$(KUBE_VERSION)
+# Start-up time beside `kubectl version --client`, and binary sizes, of a
+# binary built as the release builds it (static, CGO_ENABLED=0).
+bench-startup: deps $(LAB_BIN)/kubectl-$(KUBE_VERSION)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(OUT)/bench/kubectl-mesh ./cmd/kubectl-mesh
+	hack/bench-startup.sh $(OUT)/bench/kubectl-mesh $(LAB_BIN)/kubectl-$(KUBE_VERSION) $(OUT)/bench/startup.md

@@ -52,7 +52,7 @@ size() { stat -c %s "$1" | awk '{printf "%.1f MiB (%d bytes)", $1/1048576, $1}';
 	echo
 	echo "| binary | size |"
 	echo "|:---|---:|"
-	echo "| kubectl-mesh (stripped: -s -w) | $(size "$mesh") |"
+	echo "| kubectl-mesh (static, -s -w: as released) | $(size "$mesh") |"
 	echo "| kubectl $(basename "$kubectl" | sed 's/^kubectl-//') as built | $(size "$kubectl") |"
 	echo "| kubectl $(basename "$kubectl" | sed 's/^kubectl-//') stripped | $(size "$work/kubectl-stripped") |"
 } | tee ${out:+"$out"}
