@@ -68,8 +68,12 @@ func (b *backend) requireVersions() error {
 		return fmt.Errorf("no pods behind service %s/%s (selector %s); deploy the workload first", b.svc.Namespace, b.svc.Name, sel)
 	}
 	if len(b.versions) == 0 {
-		return fmt.Errorf("no pods behind service %s/%s have a %q label (%d pods match %s); label the pod templates (e.g. %s=v1) or name the label with --subset-label",
-			b.svc.Namespace, b.svc.Name, b.label, len(b.pods), sel, b.label)
+		match := "match"
+		if len(b.pods) == 1 {
+			match = "matches"
+		}
+		return fmt.Errorf("no pods behind service %s/%s have a %q label (%s %s %s); label the pod templates (e.g. %s=v1) or name the label with --subset-label",
+			b.svc.Namespace, b.svc.Name, b.label, plural(len(b.pods), "pod"), match, sel, b.label)
 	}
 	return nil
 }

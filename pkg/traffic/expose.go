@@ -180,9 +180,8 @@ func getOrNil(ctx context.Context, c Clients, gvr schema.GroupVersionResource, n
 		return nil, nil
 	}
 	if err != nil {
-		res := gvr.Resource + "." + gvr.Group
 		if apierrors.IsForbidden(err) {
-			return nil, fmt.Errorf("getting %s %s/%s: %w; ask a cluster admin for \"get\" on %s", strings.ToLower(kinds[gvr]), ns, name, err, res)
+			return nil, fmt.Errorf("getting %s %s/%s: %w; ask a cluster admin for \"get\" on %s", strings.ToLower(kinds[gvr]), ns, name, err, qualifiedResource(gvr))
 		}
 		return nil, fmt.Errorf("getting %s %s/%s: %w", strings.ToLower(kinds[gvr]), ns, name, err)
 	}

@@ -233,32 +233,31 @@ func (w writer) write(ctx context.Context, gvr schema.GroupVersionResource, obj 
 }
 
 func wrapWriteErr(err error, verb string, gvr schema.GroupVersionResource, obj *unstructured.Unstructured) error {
-	res := resourceName(gvr)
-	if gvr.Group == "" {
-		res = gvr.Resource
-	} else {
-		res = gvr.Resource + "." + gvr.Group
-	}
-	if apierrors.IsForbidden(err) {
+	what := fmt.Sprintf("%s %s %s/%s", verb, strings.ToLower(kinds[gvr]), obj.GetNamespace(), obj.GetName())
+	switch {
+	case apierrors.IsForbidden(err):
 		v := "update"
 		if verb == "creating" {
 			v = "create"
 		}
-		return fmt.Errorf("%s %s %s/%s: %w; ask a cluster admin for %q on %s in namespace %s",
-			verb, strings.ToLower(kinds[gvr]), obj.GetNamespace(), obj.GetName(), err, v, res, obj.GetNamespace())
+		return fmt.Errorf("%s: %w; ask a cluster admin for %q on %s in namespace %s", what, err, v, qualifiedResource(gvr), obj.GetNamespace())
+	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
+		return fmt.Errorf("%s: the API server rejected it: %w", what, err)
 	}
-	if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) {
-		return fmt.Errorf("%s %s %s/%s: the API server rejected it: %w", verb, strings.ToLower(kinds[gvr]), obj.GetNamespace(), obj.GetName(), err)
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// qualifiedResource is "virtualservices.networking.istio.io", as RBAC names it.
+func qualifiedResource(gvr schema.GroupVersionResource) string {
+	if gvr.Group == "" {
+		return gvr.Resource
 	}
-	return fmt.Errorf("%s %s %s/%s: %w", verb, strings.ToLower(kinds[gvr]), obj.GetNamespace(), obj.GetName(), err)
+	return gvr.Resource + "." + gvr.Group
 }
 
 // listErr wraps a failed LIST, naming the verb and resource for RBAC errors.
 func listErr(err error, gvr schema.GroupVersionResource, ns string) error {
-	res := gvr.Resource
-	if gvr.Group != "" {
-		res += "." + gvr.Group
-	}
+	res := qualifiedResource(gvr)
 	if apierrors.IsForbidden(err) {
 		return fmt.Errorf("listing %s in namespace %s: %w; ask a cluster admin for \"list\" on %s", res, ns, err, res)
 	}

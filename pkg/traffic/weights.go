@@ -128,15 +128,15 @@ func (w *Weights) validate() error {
 	return nil
 }
 
-// Resolve maps the weights onto the service's subsets (in version order).
-// known says whether a subset name is usable.
+// Resolve maps the weights onto the service's subsets, given in version
+// order; named weights are returned as they are.
 func (w *Weights) Resolve(subsets []string) ([]SubsetWeight, error) {
 	if len(w.Named) > 0 {
 		return append([]SubsetWeight(nil), w.Named...), nil
 	}
 	if len(w.Ordered) != len(subsets) {
-		return nil, fmt.Errorf("invalid weights %q: %d weights for %d subsets (%s, in version order); give one weight per subset or name them, e.g. %s",
-			w.Source, len(w.Ordered), len(subsets), strings.Join(subsets, ", "), example(subsets))
+		return nil, fmt.Errorf("invalid weights %q: %s for %s (%s, in version order); give one weight per subset or name them, e.g. %s",
+			w.Source, plural(len(w.Ordered), "weight"), plural(len(subsets), "subset"), strings.Join(subsets, ", "), example(subsets))
 	}
 	out := make([]SubsetWeight, len(subsets))
 	for i, s := range subsets {
@@ -154,4 +154,12 @@ func example(subsets []string) string {
 		parts = append(parts, s+"=0")
 	}
 	return strings.Join(parts, ",")
+}
+
+// plural is "1 subset", "2 subsets".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, noun)
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -183,7 +183,7 @@ func TestSplitBadInput(t *testing.T) {
 		{[]string{"split", "backend", "--v1", "50", "--v2", "60"}, `invalid weights "--v1 50 --v2 60": weights must add up to 100, got 110`},
 		{[]string{"split", "backend", "v1=50,v3=50"}, fmt.Sprintf(`subset "v3" not found: no pods behind service %s/backend have version=v3 (versions found: v1, v2); deploy it first or pass --allow-empty`, ns)},
 		{[]string{"split", "nope", "50/50"}, fmt.Sprintf(`service "nope" not found in namespace %q; list services with: kubectl get services -n %s`, ns, ns)},
-		{[]string{"split", "plain", "100"}, fmt.Sprintf(`no pods behind service %s/plain have a "version" label (1 pods match app=plain); label the pod templates (e.g. version=v1) or name the label with --subset-label`, ns)},
+		{[]string{"split", "plain", "100"}, fmt.Sprintf(`no pods behind service %s/plain have a "version" label (1 pod matches app=plain); label the pod templates (e.g. version=v1) or name the label with --subset-label`, ns)},
 		{[]string{"split", "backend", "--undo"}, fmt.Sprintf(`nothing to undo for service %s/backend: no VirtualService routes it`, ns)},
 		{[]string{"split", "backend", "50/50", "--route", "main"}, fmt.Sprintf(`route "main" not found: no VirtualService routes service %s/backend yet; leave out --route to create one`, ns)},
 	}
