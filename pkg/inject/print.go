@@ -14,12 +14,9 @@ func WriteRestartTable(out io.Writer, results []Result) error {
 	fmt.Fprintln(w, "WORKLOAD\tPODS BEFORE\tPODS AFTER\tSIDECAR\tRESULT")
 	for _, r := range results {
 		after, sidecar := "-", "-"
-		switch r.Outcome {
-		case OutcomeRestarted, OutcomeFailed:
-			if r.Detail != "server dry run" {
-				after = fmt.Sprint(r.PodsAfter)
-				sidecar = fmt.Sprintf("%d/%d", r.WithSidecar, r.PodsAfter)
-			}
+		if r.Rolled {
+			after = fmt.Sprint(r.PodsAfter)
+			sidecar = fmt.Sprintf("%d/%d", r.WithSidecar, r.PodsAfter)
 		}
 		if after != "-" && !r.WantSidecar {
 			sidecar += " (none wanted)"

@@ -77,6 +77,8 @@ type Result struct {
 	Outcome     string
 	Detail      string
 	Err         error
+	// Rolled says the restart was applied (so PodsAfter means something).
+	Rolled bool
 }
 
 // Select picks the workloads to restart: those whose pods differ from what
@@ -201,6 +203,7 @@ func restartOne(ctx context.Context, kube kubernetes.Interface, t Target, cfg Re
 		res.Outcome, res.Detail = OutcomeRestarted, "server dry run"
 		return res
 	}
+	res.Rolled = true
 
 	wctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()

@@ -263,9 +263,40 @@ type Assessment struct {
 	Versions []string
 }
 
+// IsGateway says whether the workload is itself an Istio proxy (an
+// ingress/egress gateway): its own spec declares istio-proxy, or it asks
+// for the injector's gateway template. Its proxy is not a sidecar to add or
+// remove, so it never needs a restart for injection.
+func (w *Workload) IsGateway() bool {
+	if strings.Contains(w.Template.Annotations["inject.istio.io/templates"], "gateway") {
+		return true
+	}
+	if w.Kind == KindPod {
+		_, injected := w.Template.Annotations[AnnotationSidecarStatus]
+		return SidecarOf(&corev1.Pod{Spec: *w.Spec}).Present && !injected
+	}
+	for _, c := range w.Spec.Containers {
+		if c.Name == ProxyContainer {
+			return true
+		}
+	}
+	return false
+}
+
 // Assess compares a workload's pods with what a new pod would get.
 func (r *Rules) Assess(w *Workload, nsLabels map[string]string) Assessment {
 	a := Assessment{Desired: r.Evaluate(w.Namespace, nsLabels, w.Template, w.Spec), Pods: len(w.Pods)}
+	if w.IsGateway() {
+		a.Desired = Decision{Inject: true, Reason: "gateway: the pod is the proxy"}
+		a.WithSidecar = a.Pods
+		for _, p := range w.Pods {
+			if v := SidecarOf(p).Version; v != "" && !contains(a.Versions, v) {
+				a.Versions = append(a.Versions, v)
+			}
+		}
+		sort.Strings(a.Versions)
+		return a
+	}
 	wantVersion := r.version(a.Desired.Revision)
 	var missing, wrongRev, skew, unwanted int
 	var gotRev, gotVer string

@@ -26,6 +26,9 @@ func TestSelect(t *testing.T) {
 	zero := deployment("on", "zero", 0, nil, nil)
 	leftover := deployment("off", "leftover", 1, nil, nil)
 	moved := deployment("canary", "moved", 1, nil, nil)
+	gateway := deployment("off", "ingress", 1, map[string]string{LabelSidecarInject: "false"}, nil)
+	gateway.Spec.Template.Spec.Containers = []corev1.Container{{Name: ProxyContainer, Image: "docker.io/istio/proxyv2:1.31.0"}}
+	gatewayPod := pod(gateway, 0, "", "")
 	paused := deployment("on", "paused", 1, nil, nil)
 	paused.Spec.Paused = true
 	bare := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "on", Name: "bare", Labels: map[string]string{"app": "bare"}},
@@ -34,7 +37,7 @@ func TestSelect(t *testing.T) {
 	terminating.DeletionTimestamp = &metav1.Time{}
 	objs := []runtime.Object{
 		injectorMWC("", ""), injectorCM("", "1.31.0", "policy: enabled\n"), injectorMWC("canary", ""), injectorCM("canary", "1.31.0", "policy: enabled\n"),
-		nsOn, nsOff, nsCanary, plain, optOut, done, old, half, zero, leftover, moved, paused, bare,
+		nsOn, nsOff, nsCanary, gateway, gatewayPod, plain, optOut, done, old, half, zero, leftover, moved, paused, bare,
 		pod(plain, 0, "", ""), pod(plain, 1, "", ""), terminating,
 		pod(optOut, 0, "", ""),
 		pod(done, 0, "default", "1.31.0"),
