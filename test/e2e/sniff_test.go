@@ -321,3 +321,35 @@ func TestSniffCountJSON(t *testing.T) {
 	}
 	w.noCaptureLeft(t)
 }
+
+// --via pod creates its short-lived capture pod on the pod's node and
+// deletes it afterwards. The lab's KWOK nodes run no containers, so exec
+// fails there: the pod must still be gone, and the error say what failed.
+func TestSniffViaPodCleansUp(t *testing.T) {
+	env := labtest.Get(t)
+	ns := env.Namespace(t, nil)
+	env.Deployment(t, ns, "backend-app", nil, 1)
+	res := env.Mesh(t, "sniff", "backend-app", "-n", ns, "--via", "pod", "--duration", "2s")
+	if res.ExitCode != 1 || res.Err == nil {
+		t.Fatalf("exit %d, err %v; want a failed exec on a KWOK node\n%s", res.ExitCode, res.Err, res.Stderr)
+	}
+	if !strings.Contains(res.Stderr, "starting a capture pod on node ") || !strings.Contains(res.Err.Error(), "error executing command in container") {
+		t.Errorf("stderr:\n%s", res.Stderr)
+	}
+	ctx := context.Background()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pods, err := env.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=kubectl-mesh-sniff"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pods.Items) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			p := pods.Items[0]
+			t.Fatalf("capture pod %s left behind (deletion %v)", p.Name, p.DeletionTimestamp)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
