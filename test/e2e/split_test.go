@@ -291,6 +291,29 @@ func TestSplitForbidden(t *testing.T) {
 		t.Errorf("forbidden split wrote objects: %s", got)
 	}
 
+	// Only the built-in "view" role, which in this lab does not cover
+	// Istio's resources: the first read fails, naming verb and resource.
+	bob := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "bob-view"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "view"},
+		Subjects:   []rbacv1.Subject{{Kind: "User", APIGroup: "rbac.authorization.k8s.io", Name: "bob"}},
+	}
+	if _, err := env.Kube.RbacV1().RoleBindings(ns).Create(ctx, bob, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	bobKC := env.UserKubeconfig(t, "bob", nil)
+	want = fmt.Sprintf(`error: listing virtualservices.networking.istio.io in namespace %[1]s: virtualservices.networking.istio.io is forbidden: User "bob" cannot list resource "virtualservices" in API group "networking.istio.io" in the namespace "%[1]s"; ask a cluster admin for "list" on virtualservices.networking.istio.io`+"\n", ns)
+	trEventually(t, func() bool {
+		res = env.Mesh(t, "split", "backend", "50/50", "--kubeconfig", bobKC, "-n", ns)
+		return res.Stderr == want
+	})
+	if res.ExitCode != 1 || res.Stdout != "" || res.Stderr != want {
+		t.Errorf("view only: exit %d\nstdout %q\nstderr %q\nwant   %q", res.ExitCode, res.Stdout, res.Stderr, want)
+	}
+	if got := trObjects(t, env, ns); got != "" {
+		t.Errorf("view-only split wrote objects: %s", got)
+	}
+
 	// Allowed to write DestinationRules but not VirtualServices: the dry
 	// run of the VirtualService fails before the DestinationRule is written.
 	role.Rules = append(role.Rules, rbacv1.PolicyRule{APIGroups: []string{"networking.istio.io"}, Resources: []string{"destinationrules"}, Verbs: []string{"create", "update"}})
