@@ -1,0 +1,275 @@
+package podnet
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/kubectl-mesh/kubectl-mesh/test/istioca"
+	"github.com/kubectl-mesh/kubectl-mesh/test/netlab"
+)
+
+// BackendService is the Service the frontend calls.
+const BackendService = "backend"
+
+// Result is one request a pod made through its proxy (or kube-proxy).
+type Result struct {
+	Target Target
+	// MTLS is set when the connection was Istio mTLS.
+	MTLS   bool
+	Status int
+	Body   string
+}
+
+// Mode is how the request travelled, as the frontend logs it.
+func (r Result) Mode() string {
+	if r.MTLS {
+		return "mtls"
+	}
+	return "plaintext"
+}
+
+// call makes one request from p: routed by its sidecar's view of the mesh
+// (or to any endpoint without a sidecar), over mTLS when both ends have a
+// sidecar, from inside p's namespace.
+func (d *daemon) call(ctx context.Context, p *pod, req Request, method string, header http.Header) (Result, error) {
+	t, err := d.pick(req, p.sidecar)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Target: t, MTLS: p.sidecar && t.IstioMTLS()}
+	addr := net.JoinHostPort(t.IP.String(), strconv.Itoa(t.Port))
+	var conn net.Conn
+	if err := netlab.InNetNS(p.net.NS, func() (err error) {
+		var dl net.Dialer
+		conn, err = dl.DialContext(ctx, "tcp", addr)
+		return err
+	}); err != nil {
+		return res, fmt.Errorf("connecting to %s: %w", addr, err)
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	if res.MTLS {
+		tc := tls.Client(conn, &tls.Config{
+			Certificates: []tls.Certificate{p.cert}, ServerName: t.SNI(), NextProtos: netlab.IstioALPN, MinVersion: tls.VersionTLS12,
+			// Istio checks the peer's SPIFFE ID, not a host name.
+			InsecureSkipVerify:    true,
+			VerifyPeerCertificate: verifySPIFFE(p.roots, istioca.SPIFFEID(t.Namespace, t.ServiceAccount)),
+		})
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return res, fmt.Errorf("mTLS handshake with %s: %w", addr, err)
+		}
+		conn = tc
+	}
+	hr, err := http.NewRequestWithContext(ctx, method, "http://"+req.Host+req.Path, nil)
+	if err != nil {
+		return res, err
+	}
+	for k, v := range header {
+		hr.Header[k] = v
+	}
+	hr.Close = true
+	if err := hr.Write(conn); err != nil {
+		return res, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), hr)
+	if err != nil {
+		return res, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return res, err
+	}
+	res.Status, res.Body = resp.StatusCode, string(body)
+	return res, nil
+}
+
+func verifySPIFFE(roots *x509.CertPool, want string) func([][]byte, [][]*x509.Certificate) error {
+	return func(raw [][]byte, _ [][]*x509.Certificate) error {
+		if len(raw) == 0 {
+			return errors.New("the peer sent no certificate")
+		}
+		chain := make([]*x509.Certificate, len(raw))
+		for i, b := range raw {
+			c, err := x509.ParseCertificate(b)
+			if err != nil {
+				return err
+			}
+			chain[i] = c
+		}
+		inter := x509.NewCertPool()
+		for _, c := range chain[1:] {
+			inter.AddCert(c)
+		}
+		if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			return err
+		}
+		for _, u := range chain[0].URIs {
+			if u.String() == want {
+				return nil
+			}
+		}
+		return fmt.Errorf("peer identity is %v, want %s", chain[0].URIs, want)
+	}
+}
+
+// callBackend is one frontend → backend request.
+func (d *daemon) callBackend(ctx context.Context, p *pod) (Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	return d.call(ctx, p, Request{Gateway: MeshGateway, Namespace: p.namespace, Host: BackendService, Path: "/greetings"}, http.MethodGet, nil)
+}
+
+// LogLine is how the frontend logs a call: `kubectl logs` of the frontend
+// shows one per request, the fourth field being the backend's version.
+//
+//	call backend: 200 v1 backend-app-5d8-x2x 10.244.0.2 mtls {"greetings":"Hi TGN meetup"}
+func LogLine(r Result, err error) string {
+	if err != nil {
+		var re *RouteError
+		if errors.As(err, &re) {
+			return fmt.Sprintf("call %s: %d - - - - %s", BackendService, re.Status, re.Reason)
+		}
+		version, pod, ip := "-", "-", "-"
+		if r.Target.Pod != "" {
+			version, pod, ip = orDash(r.Target.Labels["version"]), r.Target.Pod, r.Target.IP.String()
+		}
+		return fmt.Sprintf("call %s: 503 %s %s %s %s %v", BackendService, version, pod, ip, r.Mode(), err)
+	}
+	return fmt.Sprintf("call %s: %d %s %s %s %s %s", BackendService, r.Status, orDash(r.Target.Labels["version"]), r.Target.Pod, r.Target.IP, r.Mode(), strings.TrimSpace(r.Body))
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// frontendLoop calls the backend every Interval, each time on a new
+// connection, so every capture sees whole requests and handshakes.
+func (d *daemon) frontendLoop(ctx context.Context, p *pod) {
+	defer p.wg.Done()
+	t := time.NewTicker(d.cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		r, err := d.callBackend(ctx, p)
+		if ctx.Err() != nil {
+			return
+		}
+		p.appLog.Printf("%s", LogLine(r, err))
+	}
+}
+
+// frontendHandler serves the frontend's page: one call to the backend.
+func (d *daemon) frontendHandler(p *pod, w http.ResponseWriter, r *http.Request) {
+	res, err := d.callBackend(r.Context(), p)
+	p.appLog.Printf("%s (for %s %s)", LogLine(res, err), r.Method, r.URL.Path)
+	w.Header().Set("Content-Type", "application/json")
+	if err != nil {
+		w.WriteHeader(http.StatusBadGateway)
+		fmt.Fprintf(w, `{"error":%q}`+"\n", err.Error())
+		return
+	}
+	w.WriteHeader(res.Status)
+	fmt.Fprintf(w, `{"frontend":%q,"backend":%q,"version":%q,"mtls":%t,"response":%s}`+"\n",
+		p.name, res.Target.Pod, res.Target.Labels["version"], res.MTLS, jsonOrString(res.Body))
+}
+
+func jsonOrString(s string) string {
+	s = strings.TrimSpace(s)
+	if strings.HasPrefix(s, "{") && strings.HasSuffix(s, "}") {
+		return s
+	}
+	return strconv.Quote(s)
+}
+
+// gatewayHandler is the ingress gateway: the Gateways whose selector picks
+// this pod and whose port-80 server takes the Host, then their
+// VirtualServices, then the destination (over mTLS to sidecars).
+func (d *daemon) gatewayHandler(p *pod, w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	host := stripPort(r.Host)
+	var lastErr error = &RouteError{Status: 404, Reason: "no Gateway for host " + host + " on port 80"}
+	for _, gw := range d.gatewaysFor(p, host) {
+		res, err := d.call(ctx, p, Request{Gateway: gw, Namespace: p.namespace, Host: r.Host, Path: r.URL.RequestURI()}, r.Method, r.Header)
+		if err != nil {
+			lastErr = err
+			var re *RouteError
+			if errors.As(err, &re) && re.Status == 404 {
+				continue
+			}
+			break
+		}
+		p.proxyLog.Printf("[%s] %q %d %s via %s to %s %s %s", time.Now().UTC().Format(time.RFC3339), r.Method+" "+r.URL.RequestURI(), res.Status, r.Host, gw, res.Target.Pod, res.Target.IP, res.Mode())
+		w.WriteHeader(res.Status)
+		_, _ = io.WriteString(w, res.Body)
+		return
+	}
+	status := http.StatusServiceUnavailable
+	var re *RouteError
+	if errors.As(lastErr, &re) {
+		status = re.Status
+	}
+	p.proxyLog.Printf("[%s] %q %d %s: %v", time.Now().UTC().Format(time.RFC3339), r.Method+" "+r.URL.RequestURI(), status, r.Host, lastErr)
+	http.Error(w, lastErr.Error(), status)
+}
+
+// gatewaysFor lists NAMESPACE/NAME of the Istio Gateways that select the
+// gateway pod and have a port-80 server for host.
+func (d *daemon) gatewaysFor(p *pod, host string) []string {
+	gws, _ := d.gateways.List(labels.Everything())
+	var out []string
+	for _, gw := range gws {
+		if !labels.SelectorFromSet(gw.Spec.GetSelector()).Matches(labels.Set(p.labels)) {
+			continue
+		}
+		for _, s := range gw.Spec.GetServers() {
+			if s.GetPort().GetNumber() != 80 {
+				continue
+			}
+			if serverHostMatches(s.GetHosts(), gw.Namespace, host) {
+				out = append(out, gw.Namespace+"/"+gw.Name)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// serverHostMatches applies a Gateway server's hosts ([NAMESPACE/]HOST,
+// with * wildcards) to the request's Host.
+func serverHostMatches(hosts []string, _ string, host string) bool {
+	for _, h := range hosts {
+		if i := strings.IndexByte(h, '/'); i >= 0 {
+			h = h[i+1:]
+		}
+		switch {
+		case h == "*", strings.EqualFold(h, host):
+			return true
+		case strings.HasPrefix(h, "*.") && strings.HasSuffix(strings.ToLower(host), strings.ToLower(h[1:])):
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,235 @@
+package podnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/kubectl-mesh/kubectl-mesh/test/netlab"
+)
+
+// node is the node namespace: netlab's node (bridge, uplink, sshd) plus
+// the pod CIDR routed through it.
+type node struct {
+	lab  *netlab.Lab
+	sshd *netlab.SSHD
+}
+
+func setupNode(ctx context.Context, cfg Config) (*node, error) {
+	l, err := netlab.Setup(netlab.Config{
+		Prefix:       Prefix,
+		PodSubnet:    netip.MustParsePrefix(bridgeSubnet),
+		UplinkSubnet: netip.MustParsePrefix(uplinkSubnet),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the node namespace: %w", err)
+	}
+	n := &node{lab: l}
+	if l.NodeIP.String() != NodeIP || l.HostIP.String() != HostIP || l.BridgeIP.String() != bridgeIP || l.Node != NodeNS {
+		n.teardown()
+		return nil, fmt.Errorf("netlab laid the node out as %s/%s/%s in %s, want %s/%s/%s in %s", l.HostIP, l.NodeIP, l.BridgeIP, l.Node, HostIP, NodeIP, bridgeIP, NodeNS)
+	}
+	// Pods hold addresses of the whole /16 (as KWOK hands them out), so the
+	// node routes the /16 to its bridge and forwards between the uplink and
+	// the pods; the host reaches pods through the node.
+	// A fixed bridge MAC: otherwise the bridge takes its lowest port's and
+	// every change of it flushes the pods' neighbour entries.
+	steps := [][]string{
+		{"-n", NodeNS, "link", "set", l.Bridge, "address", bridgeMAC},
+		{"-n", NodeNS, "route", "replace", PodCIDR, "dev", l.Bridge},
+		{"netns", "exec", NodeNS, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"},
+		{"route", "replace", PodCIDR, "via", NodeIP, "dev", UplinkLink},
+	}
+	for _, s := range steps {
+		if err := ip(s...); err != nil {
+			n.teardown()
+			return nil, err
+		}
+	}
+	if n.sshd, err = l.StartSSHD(ctx); err != nil {
+		n.teardown()
+		return nil, fmt.Errorf("starting sshd in the node: %w", err)
+	}
+	if err := writeSSHFiles(cfg, n.sshd); err != nil {
+		n.teardown()
+		return nil, err
+	}
+	return n, nil
+}
+
+// writeSSHFiles copies the client key next to a known_hosts entry for the
+// node's name and address and an ssh_config that uses both, so sniff (or
+// ssh -F) reaches the node without touching the user's ~/.ssh.
+func writeSSHFiles(cfg Config, s *netlab.SSHD) error {
+	dir := filepath.Dir(SSHConfigFile(cfg.Dir))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	key, err := os.ReadFile(s.ClientKey)
+	if err != nil {
+		return err
+	}
+	keyFile := filepath.Join(dir, "id_ed25519")
+	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
+		return err
+	}
+	known := filepath.Join(dir, "known_hosts")
+	line := knownhosts.Line([]string{cfg.Node, NodeIP}, s.HostKey)
+	if err := os.WriteFile(known, []byte(line+"\n"), 0o600); err != nil {
+		return err
+	}
+	conf := fmt.Sprintf(`# The lab's node %[1]s (network namespace %[2]s), written by podnet.
+Host %[1]s %[3]s
+  HostName %[3]s
+  User %[4]s
+  IdentityFile %[5]s
+  UserKnownHostsFile %[6]s
+  IdentitiesOnly yes
+`, cfg.Node, NodeNS, NodeIP, s.User, keyFile, known)
+	return os.WriteFile(SSHConfigFile(cfg.Dir), []byte(conf), 0o600)
+}
+
+func (n *node) teardown() {
+	n.lab.Teardown()
+	_ = exec.Command("ip", "route", "del", PodCIDR, "via", NodeIP).Run()
+}
+
+// podNet is one pod's namespace.
+type podNet struct {
+	NS   string
+	IP   netip.Addr
+	Veth string // the node's end of the pod's veth
+	MAC  string
+}
+
+func podNetFor(namespace, name, uid string, addr netip.Addr) podNet {
+	h := fnv.New32a()
+	h.Write([]byte(uid))
+	a := addr.As4()
+	return podNet{
+		NS:   fmt.Sprintf("%s-%s.%s", Prefix, namespace, name),
+		IP:   addr,
+		Veth: fmt.Sprintf("%s%08x", Prefix, h.Sum32()),
+		// Derived from the IP: a pod that gets a reused IP gets the same MAC,
+		// so no stale neighbour entry can point elsewhere.
+		MAC: fmt.Sprintf("02:42:%02x:%02x:%02x:%02x", a[0], a[1], a[2], a[3]),
+	}
+}
+
+// add creates the namespace on a veth into the node's bridge. The node gets
+// a permanent neighbour entry and a static bridge FDB entry for the pod, as
+// CNI plugins set up, so a capture on the node finds the pod's veth.
+func (p podNet) add() error {
+	prefix, _ := netip.ParsePrefix(PodCIDR)
+	steps := [][]string{
+		{"netns", "add", p.NS},
+		{"-n", p.NS, "link", "set", "lo", "up"},
+		{"-n", NodeNS, "link", "add", p.Veth, "type", "veth", "peer", "name", "eth0", "address", p.MAC, "netns", p.NS},
+		{"-n", NodeNS, "link", "set", p.Veth, "master", "br0"},
+		{"-n", NodeNS, "link", "set", p.Veth, "up"},
+		{"-n", p.NS, "addr", "add", fmt.Sprintf("%s/%d", p.IP, prefix.Bits()), "dev", "eth0"},
+		{"-n", p.NS, "link", "set", "eth0", "up"},
+		{"-n", p.NS, "route", "add", "default", "via", bridgeIP},
+		{"-n", NodeNS, "neigh", "replace", p.IP.String(), "lladdr", p.MAC, "dev", "br0", "nud", "permanent"},
+	}
+	for _, s := range steps {
+		if err := ip(s...); err != nil {
+			p.remove()
+			return err
+		}
+	}
+	if out, err := exec.Command("bridge", "-n", NodeNS, "fdb", "replace", p.MAC, "dev", p.Veth, "master", "static").CombinedOutput(); err != nil {
+		p.remove()
+		return fmt.Errorf("bridge fdb replace %s dev %s: %v: %s", p.MAC, p.Veth, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// remove deletes the node's end of the veth first: sockets still open in
+// the pod namespace would otherwise keep the pair alive after `netns del`.
+func (p podNet) remove() {
+	_ = exec.Command("ip", "-n", NodeNS, "link", "del", p.Veth).Run()
+	_ = exec.Command("ip", "-n", NodeNS, "neigh", "del", p.IP.String(), "dev", "br0").Run()
+	_ = exec.Command("ip", "netns", "del", p.NS).Run()
+}
+
+func ip(args ...string) error {
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Cleanup removes every namespace and link named with Prefix and stops the
+// processes in those namespaces (sshd and its sessions), by PID. It is what
+// `lab down` runs, so nothing survives a podnet that was killed.
+func Cleanup() error {
+	if os.Geteuid() != 0 {
+		return nil // nothing can have been created
+	}
+	entries, err := os.ReadDir("/run/netns")
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	var names []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), Prefix+"-") {
+			names = append(names, e.Name())
+		}
+	}
+	stopProcesses(names, 5*time.Second)
+	var errs []error
+	for _, ns := range names {
+		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("ip netns del %s: %v: %s", ns, err, strings.TrimSpace(string(out))))
+		}
+	}
+	if err := exec.Command("ip", "link", "show", UplinkLink).Run(); err == nil {
+		if out, err := exec.Command("ip", "link", "del", UplinkLink).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("ip link del %s: %v: %s", UplinkLink, err, strings.TrimSpace(string(out))))
+		}
+	}
+	// netlab keeps sshd's keys in a temporary directory.
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "netlab-"+Prefix+"-*"))
+	for _, d := range dirs {
+		_ = os.RemoveAll(d)
+	}
+	return errors.Join(errs...)
+}
+
+// stopProcesses sends SIGTERM, then after grace SIGKILL, to every process
+// whose network namespace is one of names.
+func stopProcesses(names []string, grace time.Duration) {
+	deadline := time.Now().Add(grace)
+	for _, ns := range names {
+		for {
+			out, err := exec.Command("ip", "netns", "pids", ns).Output()
+			pids := strings.Fields(string(out))
+			if err != nil || len(pids) == 0 {
+				break
+			}
+			sig := syscall.SIGTERM
+			if time.Now().After(deadline) {
+				sig = syscall.SIGKILL
+			}
+			for _, s := range pids {
+				if pid, err := strconv.Atoi(s); err == nil && pid != os.Getpid() {
+					_ = syscall.Kill(pid, sig)
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
