@@ -108,20 +108,8 @@ func (o *ExposeOptions) Complete(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	o.Namespace = ns
-	kube, err := o.KubeClient()
-	if err != nil {
-		return err
-	}
-	dyn, err := o.DynamicClient()
-	if err != nil {
-		return err
-	}
-	disc, err := o.DiscoveryClient()
-	if err != nil {
-		return err
-	}
-	o.clients = traffic.Clients{Kube: kube, Dynamic: dyn, Discovery: disc}
-	return nil
+	o.clients, err = trafficClients(o.Options)
+	return err
 }
 
 // Validate checks the flags; it makes no API calls.

@@ -225,20 +225,8 @@ func (o *SplitOptions) Complete(args []string) error {
 		return err
 	}
 	o.Namespace = ns
-	kube, err := o.KubeClient()
-	if err != nil {
-		return err
-	}
-	dyn, err := o.DynamicClient()
-	if err != nil {
-		return err
-	}
-	disc, err := o.DiscoveryClient()
-	if err != nil {
-		return err
-	}
-	o.clients = traffic.Clients{Kube: kube, Dynamic: dyn, Discovery: disc}
-	return nil
+	o.clients, err = trafficClients(o.Options)
+	return err
 }
 
 // Validate checks the flags and parses the weights; it makes no API calls.
@@ -364,4 +352,21 @@ func printSplit(w io.Writer, rows []traffic.Row) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\n", r.Route, r.Subset, weight, r.Ready, r.Pods)
 	}
 	return tw.Flush()
+}
+
+// trafficClients gathers the clients the traffic engine needs (split, expose).
+func trafficClients(o *options.Options) (traffic.Clients, error) {
+	kube, err := o.KubeClient()
+	if err != nil {
+		return traffic.Clients{}, err
+	}
+	dyn, err := o.DynamicClient()
+	if err != nil {
+		return traffic.Clients{}, err
+	}
+	disc, err := o.DiscoveryClient()
+	if err != nil {
+		return traffic.Clients{}, err
+	}
+	return traffic.Clients{Kube: kube, Dynamic: dyn, Discovery: disc}, nil
 }
