@@ -1,6 +1,10 @@
 package lab
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/kubectl-mesh/kubectl-mesh/test/lab/podnet"
+)
 
 // NodeName is the lab's KWOK node, named after the workshop's Vagrant node.
 const NodeName = "node1"
@@ -22,6 +26,12 @@ metadata:
     node-role.kubernetes.io/worker: ""
     type: kwok
 status:
+  # InternalIP is podnet's node namespace (SSH, tcpdump); the API server
+  # reaches KWOK's kubelet server through InternalDNS.
+  addresses:
+  - {type: InternalIP, address: "` + podnet.NodeIP + `"}
+  - {type: InternalDNS, address: localhost}
+  - {type: Hostname, address: ` + NodeName + `}
   allocatable: {cpu: "64", memory: 256Gi, pods: "20000"}
   capacity: {cpu: "64", memory: 256Gi, pods: "20000"}
 `

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -28,6 +29,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/kubectl-mesh/kubectl-mesh/test/lab/podnet"
 )
 
 // Ports the lab listens on, all on 127.0.0.1.
@@ -108,7 +111,7 @@ func (c Config) logf(format string, args ...any) {
 }
 
 // daemons lists the processes in start order.
-var daemons = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "istiod"}
+var daemons = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "istiod", "podnet"}
 
 // Up starts the lab, or reuses one that is already running and healthy. A
 // lab left behind half-dead by a killed run is stopped and started afresh.
@@ -142,7 +145,7 @@ func Up(ctx context.Context, c Config) (*Lab, error) {
 
 func reuse(ctx context.Context, c Config) (*Lab, bool) {
 	procs, err := readPIDs(c.StateDir)
-	if err != nil || len(procs) != len(daemons) {
+	if err != nil || len(procs) != len(wantDaemons()) {
 		return nil, false
 	}
 	for _, p := range procs {
@@ -250,7 +253,7 @@ func bringUp(ctx context.Context, c Config) (*Lab, error) {
 		"--tls-cert-file=" + ap.CertFile, "--tls-private-key-file=" + ap.KeyFile,
 		"--client-ca-file=" + pki.CA.CertFile,
 		"--kubelet-client-certificate=" + kc.CertFile, "--kubelet-client-key=" + kc.KeyFile,
-		"--kubelet-preferred-address-types=InternalIP",
+		"--kubelet-preferred-address-types=InternalDNS,InternalIP", // InternalDNS: localhost (KWOK), InternalIP: podnet's node
 		"--service-account-key-file=" + pki.ServiceAccountPub, "--service-account-signing-key-file=" + pki.ServiceAccountKey,
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--api-audiences=https://kubernetes.default.svc.cluster.local,istio-ca",
@@ -354,6 +357,9 @@ func bringUp(ctx context.Context, c Config) (*Lab, error) {
 		fmt.Sprintf("--node-port=%d", KwokPort), fmt.Sprintf("--server-address=127.0.0.1:%d", KwokPort),
 		"--tls-cert-file=" + pki.Cert("kwok-server").CertFile, "--tls-private-key-file=" + pki.Cert("kwok-server").KeyFile,
 		"--enable-crds=PortForward,ClusterPortForward,Exec,ClusterExec,Logs,ClusterLogs,Attach,ClusterAttach",
+		// Without leases the node controller sees no heartbeat for minutes,
+		// marks the node unreachable and its pods NotReady.
+		"--node-lease-duration-seconds=40",
 	}
 	for _, s := range kwokStages {
 		kwokArgs = append(kwokArgs, "--config="+s)
@@ -419,6 +425,10 @@ func bringUp(ctx context.Context, c Config) (*Lab, error) {
 		}
 	}
 	step("workshop app running in default")
+	if err := startPodnet(ctx, c, pki); err != nil {
+		return nil, err
+	}
+	step("pod network: node %s at %s, workshop pods carry traffic", NodeName, podnet.NodeIP)
 	if err := os.WriteFile(filepath.Join(c.StateDir, "ready"), []byte(time.Now().Format(time.RFC3339)+"\n"), 0o644); err != nil {
 		return nil, err
 	}
@@ -541,6 +551,9 @@ func Down(c Config) error {
 	if err := stopAll(c); err != nil {
 		return err
 	}
+	if err := podnet.Cleanup(); err != nil {
+		return fmt.Errorf("removing the pod network: %w", err)
+	}
 	if err := os.RemoveAll(c.StateDir); err != nil {
 		return fmt.Errorf("removing lab state %s: %w", c.StateDir, err)
 	}
@@ -577,4 +590,58 @@ func stopAll(c Config) error {
 func Running(ctx context.Context, c Config) bool {
 	_, ok := reuse(ctx, c)
 	return ok
+}
+
+// The pod network (podnet): network namespaces, sshd and the workshop's
+// traffic for the KWOK pods. It needs root; without it the lab runs without
+// pod traffic.
+
+// wantDaemons lists the daemons a healthy lab runs.
+func wantDaemons() []string {
+	if os.Geteuid() == 0 {
+		return daemons
+	}
+	return daemons[:len(daemons)-1]
+}
+
+// PodnetDir holds podnet's SSH files (ssh/config for `kubectl mesh sniff
+// --ssh-config`) and the pods' log files.
+func (c Config) PodnetDir() string { return filepath.Join(c.StateDir, "podnet") }
+
+// startPodnet builds podnet from this source tree (cached by go build),
+// starts it and waits until the running workshop pods have a network.
+func startPodnet(ctx context.Context, c Config, pki *PKI) error {
+	if os.Geteuid() != 0 {
+		c.logf("lab: not root: the workshop pods get no network and carry no traffic (podnet needs root)")
+		return nil
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	bin := filepath.Join(c.BinDir, "podnet")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./lab/cmd/podnet")
+	build.Dir = filepath.Join(root, "test")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("building podnet: %w: %s", err, out)
+	}
+	dir := c.PodnetDir()
+	if _, err := (process{Name: "podnet", Bin: bin, Args: []string{
+		"--kubeconfig=" + filepath.Join(c.StateDir, "kubeconfig"), "--istiod-ca=" + pki.CA.CertFile,
+		"--dir=" + dir, "--node=" + NodeName,
+	}}).start(c.StateDir); err != nil {
+		return err
+	}
+	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		if _, err := os.Stat(podnet.ReadyFile(dir)); err == nil {
+			return true, nil
+		}
+		procs, _ := readPIDs(c.StateDir)
+		for _, p := range procs {
+			if p.Name == "podnet" && !p.alive() {
+				return false, fmt.Errorf("podnet exited; see %s", filepath.Join(c.StateDir, "logs", "podnet.log"))
+			}
+		}
+		return false, nil
+	})
 }
