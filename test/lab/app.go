@@ -32,8 +32,8 @@ status:
   - {type: InternalIP, address: "` + podnet.NodeIP + `"}
   - {type: InternalDNS, address: localhost}
   - {type: Hostname, address: ` + NodeName + `}
-  allocatable: {cpu: "64", memory: 256Gi, pods: "20000"}
-  capacity: {cpu: "64", memory: 256Gi, pods: "20000"}
+  allocatable: {cpu: "4000", memory: 16Ti, pods: "20000"}
+  capacity: {cpu: "4000", memory: 16Ti, pods: "20000"}
 `
 
 // workloadYAML is one workshop Deployment. Images are never pulled (KWOK

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/kubectl-mesh/kubectl-mesh/test/lab"
@@ -39,8 +40,9 @@ Use it with:
   export KUBECONFIG=%s
   kubectl get pods -A          # or %s/kubectl-%s
   kubectl mesh version
+  kubectl mesh sniff backend-app --ssh-config %s
 Stop it with: make lab-down
-`, lab.KubeVersion, lab.IstioVersion, lab.NodeName, l.Kubeconfig, cfg.BinDir, lab.KubeVersion)
+`, lab.KubeVersion, lab.IstioVersion, lab.NodeName, l.Kubeconfig, cfg.BinDir, lab.KubeVersion, filepath.Join(cfg.PodnetDir(), "ssh", "config"))
 	case "down":
 		if err := lab.Down(cfg); err != nil {
 			fmt.Fprintln(os.Stderr, "error:", err)
