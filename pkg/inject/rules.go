@@ -247,14 +247,6 @@ func imageTag(img string) string {
 	return ""
 }
 
-// revisionOf resolves a revision or tag name to the revision it serves.
-func (r *Rules) revisionOf(name string) string {
-	if cp, ok := r.inv.Find(name); ok {
-		return cp.Revision
-	}
-	return name
-}
-
 // version is the Istio version of a revision ("" when unknown).
 func (r *Rules) version(rev string) string {
 	return r.cps[rev].Version
