@@ -59,10 +59,7 @@ func EffectiveMTLS(ctx context.Context, istio istioclient.Interface, rootNamespa
 		if err != nil {
 			return nil, fmt.Errorf("listing PeerAuthentications in namespace %s: %w", ns, err)
 		}
-		out := make([]*securityv1.PeerAuthentication, 0, len(l.Items))
-		for _, p := range l.Items {
-			out = append(out, p)
-		}
+		out := append([]*securityv1.PeerAuthentication(nil), l.Items...)
 		sortOldestFirst(out)
 		return out, nil
 	}

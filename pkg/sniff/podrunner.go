@@ -108,11 +108,11 @@ func (r *PodRunner) waitRunning(ctx context.Context) error {
 	pods := r.cfg.Kube.CoreV1().Pods(r.pod.Namespace)
 	sel := fields.OneTermEqualSelector("metadata.name", r.pod.Name).String()
 	lw := &cache.ListWatch{
-		ListFunc: func(o metav1.ListOptions) (runtime.Object, error) {
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.FieldSelector = sel
 			return pods.List(ctx, o)
 		},
-		WatchFunc: func(o metav1.ListOptions) (watch.Interface, error) {
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.FieldSelector = sel
 			return pods.Watch(ctx, o)
 		},

@@ -3,7 +3,6 @@ package podnet
 import (
 	"context"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -41,12 +40,11 @@ const (
 )
 
 type daemon struct {
-	cfg   Config
-	node  *node
-	kube  kubernetes.Interface
-	dyn   dynamic.Interface
-	ca    *istioca.Client
-	roots *x509.CertPool // istiod's CA, for verifying peers
+	cfg  Config
+	node *node
+	kube kubernetes.Interface
+	dyn  dynamic.Interface
+	ca   *istioca.Client
 
 	pods      corelisters.PodLister
 	slices    discoverylisters.EndpointSliceLister
@@ -290,8 +288,6 @@ func (d *daemon) pick(req Request, mesh bool) (Target, error) {
 	// Without a sidecar, kube-proxy picks any endpoint of the Service.
 	return Routes{Endpoints: d.endpoints}.Pick(d.rnd, req)
 }
-
-var errStopped = errors.New("stopped")
 
 func logFile(dir, ns, name, container string) string {
 	return filepath.Join(dir, "logs", fmt.Sprintf("%s_%s_%s.log", ns, name, container))
