@@ -259,8 +259,9 @@ func restartStamp(obj runtime.Object, previous string) (string, error) {
 	}
 	stamp := m.Spec.Template.Metadata.Annotations[AnnotationRestartedAt]
 	if stamp == previous {
-		// The annotation has second precision; the same value is no change.
-		return "", errors.New("restarted less than a second ago; run the restart again")
+		// kubectl's stamp has second precision: a second restart within
+		// the same second would change nothing, so it gets a finer one.
+		stamp = time.Now().Format(time.RFC3339Nano)
 	}
 	return stamp, nil
 }
