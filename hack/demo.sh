@@ -51,6 +51,7 @@ run kubectl mesh enable-injection default
 say "Restart what needs a sidecar, and prove it got one"
 run kubectl mesh restart default
 run kubectl get pods -n default
+run kubectl mesh status -n default
 
 say "The frontend's workload certificate, issued by istiod's CA and verified"
 retry kubectl mesh certs frontend-app

@@ -14,6 +14,7 @@ check openssl openssl
 check ip iproute2
 check hyperfine hyperfine
 check jq jq
+check curl curl
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

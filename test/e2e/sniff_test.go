@@ -283,7 +283,9 @@ func TestSniffConnectionDropped(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	time.Sleep(time.Second)
+	// A running tcpdump has not necessarily streamed anything back yet: give
+	// it some thirty requests' worth of packets before cutting the line.
+	time.Sleep(3 * time.Second)
 	pids, err := w.net.NodePIDs()
 	if err != nil {
 		t.Fatal(err)
