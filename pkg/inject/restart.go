@@ -290,41 +290,16 @@ func waitRollout(ctx context.Context, kube kubernetes.Interface, w *Workload, pa
 	var lw *cache.ListWatch
 	fs := fields.OneTermEqualSelector("metadata.name", w.Name).String()
 	apps := kube.AppsV1()
-	list := func(opts metav1.ListOptions) metav1.ListOptions { opts.FieldSelector = fs; return opts }
 	switch w.Kind {
 	case KindDeployment:
 		gk.Kind = "Deployment"
-		c := apps.Deployments(w.Namespace)
-		lw = &cache.ListWatch{
-			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-				return c.List(ctx, list(o))
-			},
-			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				return c.Watch(ctx, list(o))
-			},
-		}
+		lw = oneObjectListWatch[*appsv1.DeploymentList](apps.Deployments(w.Namespace), fs)
 	case KindStatefulSet:
 		gk.Kind = "StatefulSet"
-		c := apps.StatefulSets(w.Namespace)
-		lw = &cache.ListWatch{
-			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-				return c.List(ctx, list(o))
-			},
-			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				return c.Watch(ctx, list(o))
-			},
-		}
+		lw = oneObjectListWatch[*appsv1.StatefulSetList](apps.StatefulSets(w.Namespace), fs)
 	case KindDaemonSet:
 		gk.Kind = "DaemonSet"
-		c := apps.DaemonSets(w.Namespace)
-		lw = &cache.ListWatch{
-			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-				return c.List(ctx, list(o))
-			},
-			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				return c.Watch(ctx, list(o))
-			},
-		}
+		lw = oneObjectListWatch[*appsv1.DaemonSetList](apps.DaemonSets(w.Namespace), fs)
 	default:
 		return fmt.Errorf("cannot wait for a %s", w.Kind)
 	}
@@ -450,4 +425,26 @@ func Failures(results []Result) error {
 		return nil
 	}
 	return e
+}
+
+// listWatcher is the List/Watch half of a typed client (Deployments,
+// StatefulSets, DaemonSets).
+type listWatcher[L runtime.Object] interface {
+	List(ctx context.Context, opts metav1.ListOptions) (L, error)
+	Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
+}
+
+// oneObjectListWatch lists and watches only the objects matching a field
+// selector (here: one workload by name).
+func oneObjectListWatch[L runtime.Object](c listWatcher[L], fieldSelector string) *cache.ListWatch {
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = fieldSelector
+			return c.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = fieldSelector
+			return c.Watch(ctx, o)
+		},
+	}
 }
