@@ -40,7 +40,10 @@ func (p process) start(stateDir string) (int, error) {
 	cmd := exec.Command(p.Bin, p.Args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = p.Dir
-	cmd.Env = append(os.Environ(), p.Env...)
+	// The lab's daemons share two cores; a lazier garbage collector trades
+	// memory, which the lab has plenty of, for about a quarter of the API
+	// server's CPU under load (measured on a 50-workload restart).
+	cmd.Env = append(append(os.Environ(), "GOGC=400"), p.Env...)
 	// A session of its own: the daemons outlive `lab up` and a Ctrl-C in
 	// the terminal that ran it; `lab down` stops them by PID.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
