@@ -26,6 +26,7 @@ type RestartOptions struct {
 	Timeout        time.Duration
 	DeleteBarePods bool
 	Namespaces     []string
+	Output         string
 
 	dryRun inject.DryRun
 	sel    labels.Selector
@@ -52,7 +53,10 @@ Without a NAMESPACE or -A, the current namespace (-n or the context's) is used.`
   kubectl mesh restart -A --concurrency 20
 
   # What would be restarted, and why
-  kubectl mesh restart default --dry-run`,
+  kubectl mesh restart default --dry-run
+
+  # Also show how long each rollout took, from restart to verified pods
+  kubectl mesh restart default -o wide`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.Complete(cmd, args); err != nil {
 				return err
@@ -69,6 +73,7 @@ Without a NAMESPACE or -A, the current namespace (-n or the context's) is used.`
 	f.BoolVar(&o.All, "all", false, "Restart every selected workload, not only those that need it")
 	f.IntVar(&o.Concurrency, "concurrency", o.Concurrency, "How many workloads to restart at the same time")
 	f.DurationVar(&o.Timeout, "timeout", o.Timeout, "How long to wait for each workload's rollout")
+	f.StringVarP(&o.Output, "output", "o", "", `Output format: "" or "wide" (adds how long each rollout took, from the restart to verified pods)`)
 	f.BoolVar(&o.DeleteBarePods, "delete-bare-pods", false, "Delete pods that have no controller (nothing recreates them)")
 	f.String("dry-run", "none", `Must be "none", "server", or "client". Client: list what would be restarted and why. Server: send the changes as a server-side dry run.`)
 	f.Lookup("dry-run").NoOptDefVal = "client"
@@ -104,6 +109,9 @@ func (o *RestartOptions) Validate() error {
 	if o.Concurrency < 1 {
 		return fmt.Errorf("--concurrency must be at least 1, got %d", o.Concurrency)
 	}
+	if o.Output != "" && o.Output != "wide" {
+		return fmt.Errorf(`invalid --output %q: use "" or wide`, o.Output)
+	}
 	if o.Timeout <= 0 {
 		return fmt.Errorf("--timeout must be positive, got %s", o.Timeout)
 	}
@@ -133,7 +141,7 @@ func (o *RestartOptions) Run(ctx context.Context) error {
 		return err
 	}
 	cfg := inject.RestartConfig{Selector: o.sel, All: o.All, Concurrency: o.Concurrency, Timeout: o.Timeout,
-		DryRun: o.dryRun, DeleteBarePods: o.DeleteBarePods}
+		DryRun: o.dryRun, DeleteBarePods: o.DeleteBarePods, AllNamespaces: o.AllNamespaces}
 	targets := rules.Select(snap, cfg)
 	if len(targets) == 0 {
 		fmt.Fprintln(o.ErrOut, "nothing to restart: every pod already matches what Istio injects now (use --all to restart anyway)")
@@ -144,7 +152,7 @@ func (o *RestartOptions) Run(ctx context.Context) error {
 	}
 	progress := inject.NewProgress(o.ErrOut, isTerminal(o.ErrOut))
 	results := inject.Restart(ctx, o.kube, targets, cfg, progress)
-	if err := inject.WriteRestartTable(o.Out, results); err != nil {
+	if err := inject.WriteRestartTable(o.Out, results, o.Output == "wide"); err != nil {
 		return err
 	}
 	return inject.Failures(results)

@@ -140,6 +140,8 @@ func TestRestart(t *testing.T) {
 			wantErr: "--concurrency must be at least 1, got 0"},
 		{name: "bad selector", objs: istio(on), args: []string{"restart", "shop", "-l", "a in"},
 			wantErr: `invalid --selector "a in": unable to parse requirement: found '' expected: '('`},
+		{name: "bad output", objs: istio(on), args: []string{"restart", "shop", "-o", "json"},
+			wantErr: `invalid --output "json": use "" or wide`},
 		{name: "namespaces and -A", objs: istio(on), args: []string{"restart", "shop", "-A"},
 			wantErr: "give either NAMESPACE arguments or -A, not both"},
 	}

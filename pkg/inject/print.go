@@ -4,14 +4,20 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"k8s.io/cli-runtime/pkg/printers"
 )
 
-// WriteRestartTable prints the restart summary, one row per workload.
-func WriteRestartTable(out io.Writer, results []Result) error {
+// WriteRestartTable prints the restart summary, one row per workload; wide
+// adds how long each took from its restart to the verdict on its pods.
+func WriteRestartTable(out io.Writer, results []Result, wide bool) error {
 	w := printers.GetNewTabWriter(out)
-	fmt.Fprintln(w, "WORKLOAD\tPODS BEFORE\tPODS AFTER\tSIDECAR\tRESULT")
+	head := "WORKLOAD\tPODS BEFORE\tPODS AFTER\tSIDECAR\tRESULT"
+	if wide {
+		head = "WORKLOAD\tPODS BEFORE\tPODS AFTER\tSIDECAR\tTOOK\tRESULT"
+	}
+	fmt.Fprintln(w, head)
 	for _, r := range results {
 		after, sidecar := "-", "-"
 		if r.Rolled {
@@ -24,6 +30,14 @@ func WriteRestartTable(out io.Writer, results []Result) error {
 		result := r.Outcome
 		if r.Detail != "" {
 			result += ": " + r.Detail
+		}
+		if wide {
+			took := "-"
+			if r.Rolled {
+				took = r.Took.Round(time.Millisecond).String()
+			}
+			fmt.Fprintf(w, "%s/%s\t%d\t%s\t%s\t%s\t%s\n", r.Namespace, r.Ref, r.PodsBefore, after, sidecar, took, result)
+			continue
 		}
 		fmt.Fprintf(w, "%s/%s\t%d\t%s\t%s\t%s\n", r.Namespace, r.Ref, r.PodsBefore, after, sidecar, result)
 	}

@@ -12,17 +12,14 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/cache"
-	watchtools "k8s.io/client-go/tools/watch"
 	"k8s.io/kubectl/pkg/polymorphichelpers"
 )
 
@@ -46,6 +43,9 @@ type RestartConfig struct {
 	Timeout        time.Duration
 	DryRun         DryRun
 	DeleteBarePods bool
+	// AllNamespaces lets the restart watch cluster-wide (one watch per
+	// kind) rather than per namespace.
+	AllNamespaces bool
 }
 
 // Outcomes of a restart.
@@ -79,6 +79,8 @@ type Result struct {
 	Err         error
 	// Rolled says the restart was applied (so PodsAfter means something).
 	Rolled bool
+	// Took is from the restart patch to the verdict on the new pods.
+	Took time.Duration
 }
 
 // Select picks the workloads to restart: those whose pods differ from what
@@ -113,6 +115,12 @@ func Restart(ctx context.Context, kube kubernetes.Interface, targets []Target, c
 		limit = 1
 	}
 	sem := make(chan struct{}, limit)
+	tctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var tr *tracker
+	if cfg.DryRun == DryRunNone {
+		tr = newTracker(tctx, kube, targets, cfg.AllNamespaces)
+	}
 	var wg sync.WaitGroup
 	for i, t := range targets {
 		key := t.Workload.Namespace + "/" + t.Workload.Ref()
@@ -128,7 +136,7 @@ func Restart(ctx context.Context, kube kubernetes.Interface, targets []Target, c
 				return
 			}
 			defer func() { <-sem }()
-			res := restartOne(ctx, kube, t, cfg, func(s string) { progress.Update(key, s) })
+			res := restartOne(ctx, kube, tr, t, cfg, func(s string) { progress.Update(key, s) })
 			results[i] = res
 			line := res.Outcome
 			if res.Detail != "" {
@@ -146,9 +154,9 @@ func failed(t Target, err error) Result {
 		WantSidecar: t.Assessment.Desired.Inject, Outcome: OutcomeFailed, Detail: err.Error(), Err: err}
 }
 
-func restartOne(ctx context.Context, kube kubernetes.Interface, t Target, cfg RestartConfig, status func(string)) Result {
+func restartOne(ctx context.Context, kube kubernetes.Interface, tr *tracker, t Target, cfg RestartConfig, status func(string)) (res Result) {
 	w := t.Workload
-	res := Result{Namespace: w.Namespace, Ref: w.Ref(), PodsBefore: len(w.Pods), WantSidecar: t.Assessment.Desired.Inject}
+	res = Result{Namespace: w.Namespace, Ref: w.Ref(), PodsBefore: len(w.Pods), WantSidecar: t.Assessment.Desired.Inject}
 	fail := func(err error) Result {
 		res.Outcome, res.Detail, res.Err = OutcomeFailed, err.Error(), err
 		return res
@@ -195,6 +203,8 @@ func restartOne(ctx context.Context, kube kubernetes.Interface, t Target, cfg Re
 		opts.DryRun = []string{metav1.DryRunAll}
 	}
 	status("restarting")
+	start := time.Now()
+	defer func() { res.Took = time.Since(start) }()
 	patched, err := patchWorkload(ctx, kube, w, patch, opts)
 	if err != nil {
 		return fail(Forbidden("patch", resourceOf(w.Kind), " in namespace "+w.Namespace, err))
@@ -208,7 +218,7 @@ func restartOne(ctx context.Context, kube kubernetes.Interface, t Target, cfg Re
 	wctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	last := ""
-	err = waitRollout(wctx, kube, w, patched, func(msg string) {
+	err = waitRollout(wctx, tr, w, patched, func(msg string) {
 		last = strings.TrimSpace(msg)
 		status("waiting: " + last)
 	})
@@ -219,13 +229,13 @@ func restartOne(ctx context.Context, kube kubernetes.Interface, t Target, cfg Re
 		res.Err = err
 		res.Outcome, res.Detail = OutcomeFailed, err.Error()
 		// Still count what came up, to show how far it got.
-		if pods, perr := newPods(ctx, kube, w, stamp); perr == nil {
+		if pods, perr := tr.newPods(ctx, kube, w, stamp); perr == nil {
 			res.PodsAfter, res.WithSidecar = len(pods), countSidecars(pods)
 		}
 		return res
 	}
 	status("verifying pods")
-	pods, err := newPods(ctx, kube, w, stamp)
+	pods, err := tr.newPods(ctx, kube, w, stamp)
 	if err != nil {
 		return fail(Forbidden("list", "pods", " in namespace "+w.Namespace, err))
 	}
@@ -283,57 +293,76 @@ func patchWorkload(ctx context.Context, kube kubernetes.Interface, w *Workload, 
 	return nil, fmt.Errorf("cannot restart a %s", w.Kind)
 }
 
-// waitRollout watches the workload until kubectl's rollout status viewer
-// says the rollout is complete.
-func waitRollout(ctx context.Context, kube kubernetes.Interface, w *Workload, patched runtime.Object, status func(string)) error {
-	gk := schema.GroupKind{Group: appsv1.GroupName}
-	var lw *cache.ListWatch
-	fs := fields.OneTermEqualSelector("metadata.name", w.Name).String()
-	apps := kube.AppsV1()
-	switch w.Kind {
-	case KindDeployment:
-		gk.Kind = "Deployment"
-		lw = oneObjectListWatch[*appsv1.DeploymentList](apps.Deployments(w.Namespace), fs)
-	case KindStatefulSet:
-		gk.Kind = "StatefulSet"
-		lw = oneObjectListWatch[*appsv1.StatefulSetList](apps.StatefulSets(w.Namespace), fs)
-	case KindDaemonSet:
-		gk.Kind = "DaemonSet"
-		lw = oneObjectListWatch[*appsv1.DaemonSetList](apps.DaemonSets(w.Namespace), fs)
-	default:
-		return fmt.Errorf("cannot wait for a %s", w.Kind)
-	}
-	viewer, err := polymorphichelpers.StatusViewerFor(gk)
+// waitRollout waits, on the tracker's watch, until kubectl's rollout status
+// viewer says the rollout that the patch started is complete. Cached
+// objects older than the patch are not judged: their status describes the
+// previous rollout.
+func waitRollout(ctx context.Context, tr *tracker, w *Workload, patched runtime.Object, status func(string)) error {
+	viewer, err := polymorphichelpers.StatusViewerFor(schema.GroupKind{Group: appsv1.GroupName, Kind: apiKind(w.Kind)})
 	if err != nil {
 		return err
 	}
-	// Clients that cannot stream the initial list (test fakes) say so, and
-	// the reflector falls back to list-then-watch.
-	_, err = watchtools.UntilWithSync(ctx, cache.ToListWatcherWithWatchListSemantics(lw, kube), patched.DeepCopyObject(), nil, func(e watch.Event) (bool, error) {
-		switch e.Type {
-		case watch.Deleted:
-			return false, fmt.Errorf("%s was deleted while waiting for its rollout", w.Ref())
-		case watch.Added, watch.Modified:
-		default:
-			return false, nil
-		}
-		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(e.Object)
+	var want int64
+	if m, err := meta.Accessor(patched); err == nil {
+		want = m.GetGeneration()
+	}
+	changed, unsubscribe := tr.subscribe(w)
+	defer unsubscribe()
+	for {
+		obj, synced, err := tr.get(w)
 		if err != nil {
-			return false, err
+			return err
 		}
-		msg, done, err := viewer.Status(&unstructured.Unstructured{Object: u}, 0)
-		if err != nil {
-			return false, err
+		if synced && obj == nil {
+			return fmt.Errorf("%s was deleted while waiting for its rollout", w.Ref())
 		}
-		status(msg)
-		return done, nil
-	})
-	return err
+		if obj != nil && generationOf(obj) >= want {
+			u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+			if err != nil {
+				return err
+			}
+			msg, done, err := viewer.Status(&unstructured.Unstructured{Object: u}, 0)
+			if err != nil {
+				return err
+			}
+			status(msg)
+			if done {
+				return nil
+			}
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// apiKind is the API kind of a workload restart can wait for.
+func apiKind(kind string) string {
+	switch kind {
+	case KindDeployment:
+		return "Deployment"
+	case KindStatefulSet:
+		return "StatefulSet"
+	case KindDaemonSet:
+		return "DaemonSet"
+	}
+	return kind
 }
 
 // newPods are the live pods created by this restart: they carry its
-// restartedAt stamp (pods copy their template's annotations).
-func newPods(ctx context.Context, kube kubernetes.Interface, w *Workload, stamp string) ([]*corev1.Pod, error) {
+// restartedAt stamp (pods copy their template's annotations). The pod
+// watch usually has them all Ready by the time the rollout is complete;
+// if not, one list gives the authoritative answer.
+func (tr *tracker) newPods(ctx context.Context, kube kubernetes.Interface, w *Workload, stamp string) ([]*corev1.Pod, error) {
+	if pods, ok := tr.cachedPods(w, stamp); ok {
+		return pods, nil
+	}
+	return listNewPods(ctx, kube, w, stamp)
+}
+
+func listNewPods(ctx context.Context, kube kubernetes.Interface, w *Workload, stamp string) ([]*corev1.Pod, error) {
 	list, err := kube.CoreV1().Pods(w.Namespace).List(ctx, metav1.ListOptions{LabelSelector: w.Selector.String()})
 	if err != nil {
 		return nil, err
@@ -425,26 +454,4 @@ func Failures(results []Result) error {
 		return nil
 	}
 	return e
-}
-
-// listWatcher is the List/Watch half of a typed client (Deployments,
-// StatefulSets, DaemonSets).
-type listWatcher[L runtime.Object] interface {
-	List(ctx context.Context, opts metav1.ListOptions) (L, error)
-	Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
-}
-
-// oneObjectListWatch lists and watches only the objects matching a field
-// selector (here: one workload by name).
-func oneObjectListWatch[L runtime.Object](c listWatcher[L], fieldSelector string) *cache.ListWatch {
-	return &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = fieldSelector
-			return c.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = fieldSelector
-			return c.Watch(ctx, o)
-		},
-	}
 }

@@ -247,7 +247,7 @@ func waitCan(t *testing.T, env *labtest.Env, kc, ns string) {
 	}
 }
 
-func tableRows(t *testing.T, out string) [][]string {
+func tableRows(t testing.TB, out string) [][]string {
 	t.Helper()
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 	if len(lines) < 1 || !strings.HasPrefix(lines[0], "WORKLOAD ") {

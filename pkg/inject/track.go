@@ -1,0 +1,245 @@
+package inject
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+)
+
+// tracker follows every restarted workload and its pods through one watch
+// per kind and namespace, instead of a watch and a pod list per workload:
+// restarting 50 Deployments then costs the API server two watches, not 100
+// requests on top of the controllers' own work.
+type tracker struct {
+	mu   sync.Mutex
+	subs map[string]chan struct{} // "kind/namespace/name" → wake-up
+	// fatal is the first watch error that retrying cannot fix (forbidden,
+	// unauthorized), by resource; waiters report it instead of timing out.
+	fatal map[string]error
+
+	informers map[string]cache.SharedIndexInformer // "resource/namespace"
+	pods      map[string]cache.SharedIndexInformer // namespace → pods
+	// hooked: a cluster-wide factory hands out the same informer for
+	// every namespace; it gets its handlers once.
+	hooked map[cache.SharedIndexInformer]bool
+}
+
+// newTracker starts informers for the kinds and namespaces of targets:
+// cluster-wide when all is set (the caller could list everything), else
+// one set per namespace. They stop with ctx.
+func newTracker(ctx context.Context, kube kubernetes.Interface, targets []Target, all bool) *tracker {
+	tr := &tracker{subs: map[string]chan struct{}{}, fatal: map[string]error{},
+		informers: map[string]cache.SharedIndexInformer{}, pods: map[string]cache.SharedIndexInformer{},
+		hooked: map[cache.SharedIndexInformer]bool{}}
+	factories := map[string]informers.SharedInformerFactory{}
+	factory := func(ns string) informers.SharedInformerFactory {
+		if all {
+			ns = metav1.NamespaceAll
+		}
+		if f, ok := factories[ns]; ok {
+			return f
+		}
+		f := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithNamespace(ns))
+		factories[ns] = f
+		return f
+	}
+	for _, t := range targets {
+		w := t.Workload
+		if w.Kind == KindPod || w.Paused {
+			continue
+		}
+		f := factory(w.Namespace)
+		var inf cache.SharedIndexInformer
+		switch w.Kind {
+		case KindDeployment:
+			inf = f.Apps().V1().Deployments().Informer()
+		case KindStatefulSet:
+			inf = f.Apps().V1().StatefulSets().Informer()
+		case KindDaemonSet:
+			inf = f.Apps().V1().DaemonSets().Informer()
+		default:
+			continue
+		}
+		tr.add(resourceOf(w.Kind), w.Namespace, inf, w.Kind)
+		tr.add("pods", w.Namespace, f.Core().V1().Pods().Informer(), "")
+	}
+	for _, f := range factories {
+		f.Start(ctx.Done())
+	}
+	// Waiters that looked before the first list finished get no event for
+	// it; wake everyone once all caches are filled.
+	go func() {
+		for _, f := range factories {
+			f.WaitForCacheSync(ctx.Done())
+		}
+		tr.wakeAll()
+	}()
+	return tr
+}
+
+func (tr *tracker) wakeAll() {
+	tr.mu.Lock()
+	subs := make([]chan struct{}, 0, len(tr.subs))
+	for _, c := range tr.subs {
+		subs = append(subs, c)
+	}
+	tr.mu.Unlock()
+	for _, c := range subs {
+		wake(c)
+	}
+}
+
+// add registers an informer once: workload informers wake the waiter of
+// the object that changed; pod informers are only read.
+func (tr *tracker) add(resource, ns string, inf cache.SharedIndexInformer, kind string) {
+	if resource == "pods" {
+		tr.pods[ns] = inf
+	} else {
+		tr.informers[resource+"/"+ns] = inf
+	}
+	if tr.hooked[inf] {
+		return
+	}
+	tr.hooked[inf] = true
+	_ = inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+		if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
+			tr.mu.Lock()
+			if tr.fatal[resource] == nil {
+				tr.fatal[resource] = err
+			}
+			tr.mu.Unlock()
+			tr.wakeAll()
+		}
+	})
+	if kind == "" {
+		return
+	}
+	notify := func(obj any) {
+		m, err := metaOf(obj)
+		if err != nil {
+			return
+		}
+		tr.mu.Lock()
+		c := tr.subs[kind+"/"+m.GetNamespace()+"/"+m.GetName()]
+		tr.mu.Unlock()
+		if c != nil {
+			wake(c)
+		}
+	}
+	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    notify,
+		UpdateFunc: func(_, obj any) { notify(obj) },
+		DeleteFunc: notify,
+	})
+}
+
+func wake(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+func metaOf(obj any) (metav1.Object, error) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	m, ok := obj.(metav1.Object)
+	if !ok {
+		return nil, fmt.Errorf("%T has no object metadata", obj)
+	}
+	return m, nil
+}
+
+// subscribe returns a channel that receives a signal whenever the workload
+// changes; unsubscribe with the returned func.
+func (tr *tracker) subscribe(w *Workload) (<-chan struct{}, func()) {
+	key := w.Kind + "/" + w.Namespace + "/" + w.Name
+	c := make(chan struct{}, 1)
+	tr.mu.Lock()
+	tr.subs[key] = c
+	tr.mu.Unlock()
+	return c, func() {
+		tr.mu.Lock()
+		delete(tr.subs, key)
+		tr.mu.Unlock()
+	}
+}
+
+// get returns the workload as last seen, whether the informer has synced,
+// and a fatal watch error if there is one.
+func (tr *tracker) get(w *Workload) (obj any, synced bool, err error) {
+	res := resourceOf(w.Kind)
+	inf := tr.informers[res+"/"+w.Namespace]
+	if inf == nil {
+		return nil, false, fmt.Errorf("cannot wait for a %s", w.Kind)
+	}
+	tr.mu.Lock()
+	err = tr.fatal[res]
+	tr.mu.Unlock()
+	if err != nil {
+		return nil, false, Forbidden("watch", res, " in namespace "+w.Namespace, err)
+	}
+	if !inf.HasSynced() {
+		return nil, false, nil
+	}
+	obj, ok, err := inf.GetStore().GetByKey(w.Namespace + "/" + w.Name)
+	if err != nil || !ok {
+		return nil, true, err
+	}
+	return obj, true, nil
+}
+
+// cachedPods are the workload's live pods carrying stamp as the pod watch
+// last saw them; ok is false when that view is not complete yet (not
+// synced, fewer pods than wanted, or one not Ready), so the caller lists.
+func (tr *tracker) cachedPods(w *Workload, stamp string) (pods []*corev1.Pod, ok bool) {
+	inf := tr.pods[w.Namespace]
+	if inf == nil || !inf.HasSynced() {
+		return nil, false
+	}
+	objs, err := inf.GetIndexer().ByIndex(cache.NamespaceIndex, w.Namespace)
+	if err != nil {
+		return nil, false
+	}
+	for _, o := range objs {
+		p, isPod := o.(*corev1.Pod)
+		if !isPod || !w.Selector.Matches(labels.Set(p.Labels)) {
+			continue
+		}
+		if p.DeletionTimestamp == nil && p.Annotations[AnnotationRestartedAt] == stamp {
+			if !podReady(p) {
+				return nil, false
+			}
+			pods = append(pods, p)
+		}
+	}
+	if int32(len(pods)) < w.Replicas {
+		return nil, false
+	}
+	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
+	return pods, true
+}
+
+// generationOf reads metadata.generation of a workload from the cache.
+func generationOf(obj any) int64 {
+	switch o := obj.(type) {
+	case *appsv1.Deployment:
+		return o.Generation
+	case *appsv1.StatefulSet:
+		return o.Generation
+	case *appsv1.DaemonSet:
+		return o.Generation
+	}
+	return 0
+}
