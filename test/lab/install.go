@@ -206,21 +206,7 @@ func istioManifests(istioDir string, caPEM []byte) (crds, rest []*unstructured.U
 	if err != nil {
 		return nil, nil, err
 	}
-	istiod, err := renderChart(filepath.Join(istioDir, "manifests/charts/istio-control/istio-discovery"), "istiod", "istio-system", map[string]any{
-		"global": map[string]any{
-			"hub":            "docker.io/istio",
-			"tag":            IstioVersion,
-			"istioNamespace": "istio-system",
-		},
-		"istiodRemote": map[string]any{
-			"injectionURL":      "https://127.0.0.1:15017/inject",
-			"injectionCABundle": caBundle,
-		},
-		"base": map[string]any{
-			"validationURL":      "https://127.0.0.1:15017/validate",
-			"validationCABundle": caBundle,
-		},
-	})
+	istiod, err := renderIstiod(istioDir, "", IstiodWebhook, caPEM)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -229,6 +215,35 @@ func istioManifests(istioDir string, caPEM []byte) (crds, rest []*unstructured.U
 		"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap",
 		"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
 	return crds, rest, nil
+}
+
+// renderIstiod renders istiod's chart for one revision ("" is the default
+// one) whose webhooks call an istiod process on 127.0.0.1:webhookPort.
+func renderIstiod(istioDir, revision string, webhookPort int, caPEM []byte) ([]*unstructured.Unstructured, error) {
+	caBundle := base64.StdEncoding.EncodeToString(caPEM)
+	values := map[string]any{
+		"global": map[string]any{
+			"hub":            "docker.io/istio",
+			"tag":            IstioVersion,
+			"istioNamespace": "istio-system",
+		},
+		"istiodRemote": map[string]any{
+			"injectionURL":      fmt.Sprintf("https://127.0.0.1:%d/inject", webhookPort),
+			"injectionCABundle": caBundle,
+		},
+		"base": map[string]any{
+			"validationURL":      fmt.Sprintf("https://127.0.0.1:%d/validate", webhookPort),
+			"validationCABundle": caBundle,
+		},
+	}
+	release := "istiod"
+	if revision != "" {
+		// Set only for a revision, so the default's rendering (down to its
+		// values ConfigMap) is what installing without one gives.
+		values["revision"] = revision
+		release += "-" + revision
+	}
+	return renderChart(filepath.Join(istioDir, "manifests/charts/istio-control/istio-discovery"), release, "istio-system", values)
 }
 
 // waitCRDsEstablished waits until every named CRD serves.

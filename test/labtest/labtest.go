@@ -217,3 +217,23 @@ func (e *Env) Deployment(t testing.TB, ns, name string, labels map[string]string
 	}
 	return created
 }
+
+// CanaryIstiod starts a second istiod, revision canary, with its ConfigMaps
+// and injector webhook, for the test's duration: t.Cleanup stops it by PID
+// and deletes its objects. Only one runs at a time (fixed ports), so tests
+// using it must not run in parallel.
+func (e *Env) CanaryIstiod(t testing.TB) *lab.Canary {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := e.Lab.StartCanary(ctx)
+	if err != nil {
+		t.Fatalf("starting the canary istiod: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(context.Background()); err != nil {
+			t.Errorf("stopping the canary istiod: %v", err)
+		}
+	})
+	return c
+}
