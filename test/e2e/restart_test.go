@@ -153,30 +153,3 @@ func TestRestartRevisionTag(t *testing.T) {
 	}
 	assertPods(t, env, ns, "web", true)
 }
-
-// TestRestartDetectsWrongRevision: the lab has one istiod, so a "canary"
-// injector webhook can only point at it. Pods of a canary namespace are then
-// injected (only the canary webhook matches istio.io/rev=canary) but by the
-// default revision, and restart reports exactly that mismatch rather than
-// claiming success. This proves the labels and the check; it does not prove
-// a real second control plane.
-func TestRestartDetectsWrongRevision(t *testing.T) {
-	env := labtest.Get(t)
-	ns := env.Namespace(t, nil)
-	env.Deployment(t, ns, "web", nil, 1)
-	extraInjector(t, env, "canary", "")
-
-	expect(t, "enable --revision canary", env.Mesh(t, "enable-injection", ns, "--revision", "canary"), "namespace/"+ns+" labeled\n",
-		fmt.Sprintf("1 workload needs a restart: deployment/web — run: kubectl mesh restart %s\n", ns), 0)
-	if got := meshLabels(t, env, ns); got != "istio.io/rev=canary" {
-		t.Fatalf("labels = %q", got)
-	}
-	res := env.Mesh(t, "restart", ns)
-	rows := tableRows(t, res.Stdout)
-	row := strings.Join(rows[0], " ")
-	if res.ExitCode != 1 || !strings.HasPrefix(row, ns+"/deployment/web 1 1 1/1 failed: pod web-") ||
-		!strings.HasSuffix(row, "has a sidecar from revision default, expected canary (does the canary webhook point at that revision's istiod?)") {
-		t.Fatalf("exit %d row %q", res.ExitCode, row)
-	}
-	assertPods(t, env, ns, "web", true)
-}
