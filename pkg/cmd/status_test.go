@@ -49,12 +49,12 @@ func TestStatus(t *testing.T) {
 canary     -      -         istio-sidecar-injector-canary   -
 default    -      1.31.0    istio-sidecar-injector          -
 
-NAMESPACE      INJECTION   WORKLOADS WITH SIDECAR   PODS NEEDING RESTART   SIDECAR VERSIONS   MTLS
-amb            ambient     0/0                      0                      -                  STRICT
-cart           sidecar     1/1                      0                      1.31.0             STRICT
-istio-system   off         0/0                      0                      -                  STRICT
-plain          off         0/1                      0                      -                  PERMISSIVE
-shop           sidecar     1/2                      1                      1.31.0             STRICT
+NAMESPACE      INJECTION              WORKLOADS WITH SIDECAR   PODS NEEDING RESTART   SIDECAR VERSIONS   MTLS
+amb            ambient (no ztunnel)   0/0                      0                      -                  STRICT
+cart           sidecar                1/1                      0                      1.31.0             STRICT
+istio-system   off                    0/0                      0                      -                  STRICT
+plain          off                    0/1                      0                      -                  PERMISSIVE
+shop           sidecar                1/2                      1                      1.31.0             STRICT
 `},
 		{name: "one namespace, wide", args: []string{"status", "-n", "shop", "-o", "wide"}, wantOut: `REVISION   TAGS   VERSION   INJECTOR                        ISTIOD
 canary     -      -         istio-sidecar-injector-canary   -

@@ -69,10 +69,20 @@ type Webhook struct {
 	ObjectSelector    *metav1.LabelSelector
 }
 
+// Ztunnel is ambient mode's node proxy: a DaemonSet labelled app=ztunnel.
+type Ztunnel struct {
+	Namespace, Name string
+	Desired, Ready  int32
+}
+
 // Inventory is everything Discover found.
 type Inventory struct {
 	ControlPlanes []ControlPlane
 	Webhooks      []Webhook
+	Ztunnels      []Ztunnel
+	// ZtunnelUnknown: listing DaemonSets was forbidden, so whether ambient
+	// mode has its ztunnel could not be checked.
+	ZtunnelUnknown bool
 }
 
 // Revisions returns the revision names and tags found, sorted.
@@ -218,6 +228,20 @@ func Discover(ctx context.Context, kube kubernetes.Interface) (Inventory, error)
 		}
 	} else if !apierrors.IsForbidden(err) {
 		return inv, fmt.Errorf("listing istio configmaps: %w", err)
+	}
+
+	// Ambient mode captures traffic only where ztunnel runs.
+	dss, err := kube.AppsV1().DaemonSets(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: "app=ztunnel"})
+	switch {
+	case err == nil:
+		for _, d := range dss.Items {
+			inv.Ztunnels = append(inv.Ztunnels, Ztunnel{Namespace: d.Namespace, Name: d.Name,
+				Desired: d.Status.DesiredNumberScheduled, Ready: d.Status.NumberReady})
+		}
+	case apierrors.IsForbidden(err):
+		inv.ZtunnelUnknown = true
+	default:
+		return inv, fmt.Errorf("listing ztunnel daemonsets: %w", err)
 	}
 
 	for _, cp := range byRev {

@@ -81,6 +81,12 @@ func injectorCM(revision, version, config string) *corev1.ConfigMap {
 	}
 }
 
+// ztunnel is ambient mode's node proxy DaemonSet with ready of desired pods.
+func ztunnel(ready, desired int32) *appsv1.DaemonSet {
+	return &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "ztunnel", Labels: map[string]string{"app": "ztunnel"}},
+		Status: appsv1.DaemonSetStatus{DesiredNumberScheduled: desired, NumberReady: ready}}
+}
+
 func inventory(t *testing.T, objs ...runtime.Object) controlplane.Inventory {
 	t.Helper()
 	inv, err := controlplane.Discover(context.Background(), kubefake.NewClientset(objs...))

@@ -15,6 +15,10 @@ var ErrNoInjector = errors.New("no Istio sidecar injector found (no MutatingWebh
 // ErrNoControlPlane means no Istio control plane at all was found.
 var ErrNoControlPlane = errors.New("no Istio control plane found (no sidecar injector, istiod Deployment or istio-sidecar-injector ConfigMap); install Istio first")
 
+// ErrNoZtunnel means ambient mode was asked for where nothing would
+// capture the traffic.
+var ErrNoZtunnel = errors.New("ambient mode needs ztunnel, and no ztunnel DaemonSet (label app=ztunnel) was found; install Istio with the ambient profile first (istioctl install --set profile=ambient), or drop --ambient to use sidecars")
+
 // UnknownRevisionError is --revision naming nothing installed.
 type UnknownRevisionError struct {
 	Revision string
@@ -86,6 +90,18 @@ func (r *Rules) PlanEnable(ns string, nsLabels map[string]string, req EnableRequ
 		}
 		if req.Revision != "" {
 			return c, errors.New("--ambient and --revision cannot be combined: ambient namespaces are not injected")
+		}
+		switch {
+		case r.inv.ZtunnelUnknown:
+			c.Notes = append(c.Notes, "could not check for ztunnel (listing daemonsets is forbidden); ambient traffic is captured only where it runs")
+		case len(r.inv.Ztunnels) == 0:
+			return c, ErrNoZtunnel
+		}
+		for _, z := range r.inv.Ztunnels {
+			if z.Ready == 0 {
+				c.Notes = append(c.Notes, fmt.Sprintf("ztunnel %s/%s has %d of %d pods ready; ambient traffic is not captured until it has (kubectl -n %s get pods -l app=ztunnel)",
+					z.Namespace, z.Name, z.Ready, z.Desired, z.Namespace))
+			}
 		}
 		if v, ok := has(LabelInjection); ok && v == "enabled" {
 			c.remove(LabelInjection, fmt.Sprintf("removing %s=%s: pods with a sidecar are not captured by ambient", LabelInjection, v))
@@ -182,6 +198,9 @@ func (r *Rules) Mode(ns string, nsLabels map[string]string) (mode string, confli
 		mode = "revision " + rev
 	case ambient:
 		mode = "ambient"
+		if len(r.inv.Ztunnels) == 0 && !r.inv.ZtunnelUnknown {
+			mode = "ambient (no ztunnel)"
+		}
 	default:
 		mode = "off"
 	}
@@ -192,7 +211,7 @@ func (r *Rules) Mode(ns string, nsLabels map[string]string) (mode string, confli
 		if d := r.Evaluate(ns, nsLabels, metav1.ObjectMeta{}, nil); d.Inject {
 			mode = "sidecar (injector default)"
 		}
-	} else if mode != "off" && mode != "ambient" {
+	} else if mode != "off" && !strings.HasPrefix(mode, "ambient") {
 		if d := r.Evaluate(ns, nsLabels, metav1.ObjectMeta{}, nil); !d.Inject {
 			mode += " (" + d.Reason + ")"
 		}

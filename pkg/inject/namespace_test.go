@@ -15,6 +15,7 @@ func TestPlanEnable(t *testing.T) {
 	canaryOnly := []runtime.Object{injectorMWC("canary", "")}
 	two := []runtime.Object{injectorMWC("canary", ""), injectorMWC("blue", "")}
 	both := []runtime.Object{injectorMWC("", ""), injectorMWC("canary", ""), injectorMWC("", "prod")}
+	ambient := []runtime.Object{injectorMWC("", ""), ztunnel(1, 1)}
 	tests := []struct {
 		name     string
 		objs     []runtime.Object
@@ -49,11 +50,16 @@ func TestPlanEnable(t *testing.T) {
 			wantErr: `revision "nope" not found; revisions and tags installed: canary, default, prod (pass one of them to --revision)`},
 		{name: "no injector", objs: nil,
 			wantErr: "no Istio sidecar injector found (no MutatingWebhookConfiguration with a *.sidecar-injector.istio.io webhook); install Istio first"},
-		{name: "ambient", objs: def, nsLabels: map[string]string{LabelInjection: "enabled", LabelRev: "canary"}, req: EnableRequest{Ambient: true},
+		{name: "ambient", objs: ambient, nsLabels: map[string]string{LabelInjection: "enabled", LabelRev: "canary"}, req: EnableRequest{Ambient: true},
 			want: LabelChange{Set: map[string]string{LabelDataplaneMode: "ambient"}, Remove: []string{LabelInjection, LabelRev},
 				Notes: []string{
 					"removing istio-injection=enabled: pods with a sidecar are not captured by ambient",
 					"removing istio.io/rev=canary: it would still inject sidecars, which ambient does not capture"}}},
+		{name: "ambient without ztunnel", objs: def, req: EnableRequest{Ambient: true},
+			wantErr: "ambient mode needs ztunnel, and no ztunnel DaemonSet (label app=ztunnel) was found; install Istio with the ambient profile first (istioctl install --set profile=ambient), or drop --ambient to use sidecars"},
+		{name: "ambient with ztunnel not ready", objs: []runtime.Object{injectorMWC("", ""), ztunnel(0, 3)}, req: EnableRequest{Ambient: true},
+			want: LabelChange{Set: map[string]string{LabelDataplaneMode: "ambient"},
+				Notes: []string{"ztunnel istio-system/ztunnel has 0 of 3 pods ready; ambient traffic is not captured until it has (kubectl -n istio-system get pods -l app=ztunnel)"}}},
 		{name: "ambient without istio", objs: nil, req: EnableRequest{Ambient: true},
 			wantErr: "no Istio control plane found (no sidecar injector, istiod Deployment or istio-sidecar-injector ConfigMap); install Istio first"},
 	}
@@ -128,7 +134,7 @@ func TestMode(t *testing.T) {
 		{map[string]string{LabelInjection: "disabled"}, "off", nil},
 		{map[string]string{LabelRev: "canary"}, "revision canary", nil},
 		{map[string]string{LabelRev: "gone"}, `revision gone (namespace asks for revision "gone", which is not installed)`, nil},
-		{map[string]string{LabelDataplaneMode: "ambient"}, "ambient", nil},
+		{map[string]string{LabelDataplaneMode: "ambient"}, "ambient (no ztunnel)", nil},
 		{map[string]string{LabelInjection: "enabled", LabelRev: "canary"}, "sidecar", []string{"istio-injection=enabled overrides istio.io/rev=canary"}},
 		{map[string]string{LabelInjection: "disabled", LabelRev: "canary"}, "off", []string{"istio-injection=disabled overrides istio.io/rev=canary"}},
 		{map[string]string{LabelRev: "canary", LabelDataplaneMode: "ambient"}, "revision canary",
@@ -139,6 +145,10 @@ func TestMode(t *testing.T) {
 		if mode != tt.mode || !reflect.DeepEqual(conflicts, tt.conflicts) {
 			t.Errorf("Mode(%v) = %q, %q; want %q, %q", tt.labels, mode, conflicts, tt.mode, tt.conflicts)
 		}
+	}
+	withZtunnel := NewRules(inventory(t, injectorMWC("", ""), ztunnel(1, 1)))
+	if mode, _ := withZtunnel.Mode("shop", map[string]string{LabelDataplaneMode: "ambient"}); mode != "ambient" {
+		t.Errorf("Mode(ambient) with ztunnel = %q, want ambient", mode)
 	}
 }
 

@@ -101,13 +101,13 @@ func TestBuildStatusListCallsAreConstant(t *testing.T) {
 		}
 		lists := countLists(append(kube.Actions(), istio.Actions()...))
 		want := map[string]int{"mutatingwebhookconfigurations": 1, "deployments": 2, "configmaps": 1, "namespaces": 1,
-			"pods": 1, "statefulsets": 1, "daemonsets": 1, "peerauthentications": 1}
+			"pods": 1, "statefulsets": 1, "daemonsets": 2, "peerauthentications": 1}
 		if fmt.Sprint(lists) != fmt.Sprint(want) {
 			t.Errorf("%d namespaces: LIST calls %v, want %v", namespaces, lists, want)
 		}
 		total := len(kube.Actions()) + len(istio.Actions())
-		if total != 9 {
-			t.Errorf("%d namespaces: %d API calls, want 9", namespaces, total)
+		if total != 10 {
+			t.Errorf("%d namespaces: %d API calls, want 10", namespaces, total)
 		}
 		st := rep.Namespaces[0]
 		if st.Pods != 2 || st.PodsWithSidecar != 1 || st.PodsNeedingRestart != 2 || st.WorkloadsWithSidecar != 0 || st.Workloads != 1 {

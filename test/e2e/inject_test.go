@@ -3,12 +3,14 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -127,7 +129,32 @@ func TestEnableInjectionAmbient(t *testing.T) {
 	ns := env.Namespace(t, map[string]string{"istio-injection": "enabled"})
 	env.Deployment(t, ns, "web", nil, 1) // injected: it has a sidecar
 
+	// Without ztunnel nothing would capture the namespace's traffic.
 	res := env.Mesh(t, "enable-injection", ns, "--ambient")
+	if want := "error: ambient mode needs ztunnel, and no ztunnel DaemonSet (label app=ztunnel) was found; install Istio with the ambient profile first (istioctl install --set profile=ambient), or drop --ambient to use sidecars"; res.ExitCode != 1 || res.Err == nil || res.Err.Error() != want || res.Stdout != "" {
+		t.Fatalf("--ambient without ztunnel: exit %d, stdout %q, error %v", res.ExitCode, res.Stdout, res.Err)
+	}
+	if got := meshLabels(t, env, ns); got != "istio-injection=enabled" {
+		t.Fatalf("labels changed: %q", got)
+	}
+	// A ztunnel DaemonSet, its pod run by the lab's node like any other.
+	ztunnelNS := env.Namespace(t, nil)
+	zero := int64(0)
+	z := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: ztunnelNS, Name: "ztunnel", Labels: map[string]string{"app": "ztunnel"}},
+		Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "ztunnel"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "ztunnel"}},
+				Spec: corev1.PodSpec{TerminationGracePeriodSeconds: &zero, Containers: []corev1.Container{{Name: "istio-proxy", Image: "istio/ztunnel"}}}}}}
+	if _, err := env.Kube.AppsV1().DaemonSets(ztunnelNS).Create(context.Background(), z, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		d, err := env.Kube.AppsV1().DaemonSets(ztunnelNS).Get(ctx, "ztunnel", metav1.GetOptions{})
+		return err == nil && d.Status.NumberReady == 1, err
+	}); err != nil {
+		t.Fatal("ztunnel never ready:", err)
+	}
+
+	res = env.Mesh(t, "enable-injection", ns, "--ambient")
 	expect(t, "--ambient", res, "namespace/"+ns+" labeled\n",
 		"note: namespace/"+ns+": removing istio-injection=enabled: pods with a sidecar are not captured by ambient\n"+
 			"1 workload needs a restart: deployment/web — run: kubectl mesh restart "+ns+"\n", 0)
@@ -143,6 +170,10 @@ func TestEnableInjectionAmbient(t *testing.T) {
 		t.Fatalf("restart rows = %v, want %v", rows, want)
 	}
 	assertPods(t, env, ns, "web", false)
+	st := env.Mesh(t, "status", "-n", ns)
+	if !regexp.MustCompile(`(?m)^`+ns+`\s+ambient\s+0/1\s+0\s`).MatchString(st.Stdout) {
+		t.Fatalf("status:\n%s", st.Stdout)
+	}
 }
 
 func TestEnableInjectionBadInput(t *testing.T) {
