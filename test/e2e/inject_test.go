@@ -171,7 +171,7 @@ func TestEnableInjectionAmbient(t *testing.T) {
 	}
 	assertPods(t, env, ns, "web", false)
 	st := env.Mesh(t, "status", "-n", ns)
-	if !regexp.MustCompile(`(?m)^`+ns+`\s+ambient\s+0/1\s+0\s`).MatchString(st.Stdout) {
+	if !regexp.MustCompile(`(?m)^` + ns + `\s+ambient\s+0/1\s+0\s`).MatchString(st.Stdout) {
 		t.Fatalf("status:\n%s", st.Stdout)
 	}
 }
