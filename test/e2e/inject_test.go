@@ -43,21 +43,18 @@ func expect(t *testing.T, what string, res labtest.Result, stdout, stderr string
 	}
 }
 
-// extraInjector creates, for the test's duration, an injector webhook
-// configuration for revision rev (or, with tag, a revision tag pointing at
-// the default revision), copied from the lab's real one so it calls the same
-// istiod. Only namespaces or pods asking for rev/tag match it.
-func extraInjector(t *testing.T, env *labtest.Env, rev, tag string) {
+// revisionTag creates, for the test's duration, a revision tag pointing at
+// the default revision as `istioctl tag set` does: an injector webhook
+// configuration copied from the lab's real one, so it calls the same istiod,
+// matching only namespaces or pods that ask for the tag.
+func revisionTag(t *testing.T, env *labtest.Env, tag string) {
 	t.Helper()
 	ctx := context.Background()
 	def, err := env.Kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "istio-sidecar-injector", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	name, sel, labels := "istio-sidecar-injector-"+rev, rev, map[string]string{"istio.io/rev": rev}
-	if tag != "" {
-		name, sel, labels = "istio-revision-tag-"+tag, tag, map[string]string{"istio.io/rev": "default", "istio.io/tag": tag}
-	}
+	name, sel, labels := "istio-revision-tag-"+tag, tag, map[string]string{"istio.io/rev": "default", "istio.io/tag": tag}
 	c := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
 	for _, w := range def.Webhooks {
 		if !strings.HasPrefix(w.Name, "rev.") {
@@ -94,7 +91,7 @@ func TestEnableDisableInjection(t *testing.T) {
 	expect(t, "enable again", env.Mesh(t, "enable-injection", ns), "namespace/"+ns+" already enabled\n", need, 0)
 
 	// Moving to a revision replaces istio-injection, which would win.
-	extraInjector(t, env, "", "prod")
+	revisionTag(t, env, "prod")
 	expect(t, "enable --revision prod", env.Mesh(t, "enable-injection", ns, "--revision", "prod"), "namespace/"+ns+" labeled\n",
 		"note: namespace/"+ns+": removing istio-injection=enabled: it takes precedence over istio.io/rev\n"+need, 0)
 	if got := meshLabels(t, env, ns); got != "istio.io/rev=prod" {

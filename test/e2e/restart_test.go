@@ -143,7 +143,7 @@ func TestRestartRevisionTag(t *testing.T) {
 	env := labtest.Get(t)
 	ns := env.Namespace(t, nil)
 	env.Deployment(t, ns, "web", nil, 1)
-	extraInjector(t, env, "", "prod")
+	revisionTag(t, env, "prod")
 
 	expect(t, "enable --revision prod", env.Mesh(t, "enable-injection", ns, "--revision", "prod"), "namespace/"+ns+" labeled\n",
 		fmt.Sprintf("1 workload needs a restart: deployment/web — run: kubectl mesh restart %s\n", ns), 0)
