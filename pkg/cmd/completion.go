@@ -267,3 +267,77 @@ func mapKeys[V any](m map[string]V) []string {
 	}
 	return out
 }
+
+// registerCommandCompletions completes the subcommands' arguments and
+// flags: the resources each argument names, and the fixed values of
+// enumerated flags. Flags a command lacks are skipped.
+func registerCommandCompletions(root *cobra.Command, o *options.Options) {
+	fixed := func(values ...string) cobra.CompletionFunc {
+		return cobra.FixedCompletions(values, cobra.ShellCompDirectiveNoFileComp)
+	}
+	for _, c := range root.Commands() {
+		flag := func(name string, fn cobra.CompletionFunc) {
+			if c.Flags().Lookup(name) != nil {
+				_ = c.RegisterFlagCompletionFunc(name, fn)
+			}
+		}
+		switch c.Name() {
+		case "enable-injection", "disable-injection", "restart":
+			c.ValidArgsFunction = unusedArgs(CompleteNamespaces(o))
+			flag("revision", CompleteRevisions(o))
+			flag("dry-run", fixed("none", "client", "server"))
+			if c.Name() == "restart" {
+				flag("output", fixed("wide"))
+			}
+		case "status":
+			c.ValidArgsFunction = cobra.NoFileCompletions
+			flag("output", fixed("wide", "json", "yaml"))
+		case "certs":
+			c.ValidArgsFunction = firstArg(CompletePods(o))
+			flag("compare", CompletePods(o))
+			flag("source", fixed("auto", "envoy", "legacy", "file"))
+			flag("output", fixed("table", "wide", "json", "yaml", "pem"))
+		case "sniff":
+			c.ValidArgsFunction = firstArg(CompletePods(o))
+			flag("via", fixed("auto", "ssh", "pod"))
+			flag("expect", fixed("encrypted", "plaintext", "istio-mtls"))
+			flag("output", fixed("json"))
+		case "split", "expose":
+			// split parses its own flags and completes its own arguments.
+			if c.ValidArgsFunction == nil {
+				c.ValidArgsFunction = firstArg(CompleteServices(o))
+			}
+			flag("api", fixed("istio", "gateway"))
+			flag("dry-run", fixed("none", "client", "server"))
+		}
+	}
+}
+
+// firstArg completes only the first positional argument.
+func firstArg(fn cobra.CompletionFunc) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		return fn(cmd, args, toComplete)
+	}
+}
+
+// unusedArgs drops candidates already given as arguments (namespaces
+// listed once each).
+func unusedArgs(fn cobra.CompletionFunc) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		all, dir := fn(cmd, args, toComplete)
+		used := map[string]bool{}
+		for _, a := range args {
+			used[a] = true
+		}
+		out := all[:0:0]
+		for _, c := range all {
+			if name, _, _ := strings.Cut(c, "\t"); !used[name] {
+				out = append(out, c)
+			}
+		}
+		return out, dir
+	}
+}

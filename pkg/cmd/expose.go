@@ -73,12 +73,11 @@ func NewCmdExpose(root *options.Options) *cobra.Command {
 		DryRun:          string(traffic.DryRunNone),
 	}
 	cmd := &cobra.Command{
-		Use:               "expose SERVICE",
-		Short:             "Expose a Service through the ingress gateway and print its URL",
-		Long:              exposeLong,
-		Example:           exposeExample,
-		Args:              cobra.ExactArgs(1),
-		ValidArgsFunction: CompleteServices(root),
+		Use:     "expose SERVICE",
+		Short:   "Expose a Service through the ingress gateway and print its URL",
+		Long:    exposeLong,
+		Example: exposeExample,
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.Complete(cmd, args); err != nil {
 				return err

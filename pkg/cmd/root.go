@@ -55,6 +55,7 @@ func NewCmdMesh(o *options.Options) *cobra.Command {
 	cmd.AddCommand(NewCmdRestart(o))
 	cmd.AddCommand(NewCmdStatus(o))
 	cmd.AddCommand(NewCmdSniff(o))
+	registerCommandCompletions(cmd, o)
 	return cmd
 }
 

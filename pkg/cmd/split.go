@@ -95,15 +95,23 @@ func NewCmdSplit(root *options.Options) *cobra.Command {
 		DryRun:      string(traffic.DryRunNone),
 	}
 	cmd := &cobra.Command{
-		Use:               "split SERVICE [WEIGHTS | --SUBSET WEIGHT ...]",
-		Short:             "Show or set the traffic split between the versions of a Service",
-		Long:              splitLong,
-		Example:           splitExample,
-		ValidArgsFunction: CompleteServices(root),
+		Use:     "split SERVICE [WEIGHTS | --SUBSET WEIGHT ...]",
+		Short:   "Show or set the traffic split between the versions of a Service",
+		Long:    splitLong,
+		Example: splitExample,
 		// Subset weights are flags named after subsets (--v1 50), which
 		// cannot be declared up front: the command parses its own flags,
 		// taking every undeclared --NAME as a subset.
 		DisableFlagParsing: true,
+		// Cobra hands the unparsed words here too: parse them as RunE does,
+		// so -n applies and only the SERVICE position is completed.
+		ValidArgsFunction: func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			positional, _, err := o.parseArgs(cmd, args)
+			if err != nil || len(positional) > 0 {
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+			return CompleteServices(root)(cmd, positional, toComplete)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			positional, help, err := o.parseArgs(cmd, args)
 			if err != nil || help {

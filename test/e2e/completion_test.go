@@ -137,6 +137,12 @@ func TestCompletionHelpers(t *testing.T) {
 		{"services", []string{"-n", ns, "test-services", "web"}, "web\nweb-canary\n:4\n"},
 		{"services by prefix", []string{"-n", ns, "test-services", "web-"}, "web-canary\n:4\n"},
 		{"revisions", []string{"test-revisions", ""}, "default\tIstio " + lab.IstioVersion + "\n:4\n"},
+		// The commands themselves.
+		{"certs pods", []string{"certs", "-n", ns, prefix}, strings.Join(withPrefix, "\n") + "\n:4\n"},
+		{"sniff pods", []string{"-n", ns, "sniff", ""}, strings.Join(podNames, "\n") + "\n:4\n"},
+		{"split services", []string{"split", "-n", ns, "web-"}, "web-canary\n:4\n"},
+		{"restart namespaces", []string{"restart", ns[:len(ns)-1]}, ns + "\n:4\n"},
+		{"enable-injection --revision", []string{"enable-injection", ns, "--revision", ""}, "default\tIstio " + lab.IstioVersion + "\n:4\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
