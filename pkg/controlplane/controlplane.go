@@ -69,7 +69,9 @@ type Webhook struct {
 	ObjectSelector    *metav1.LabelSelector
 }
 
-// Ztunnel is ambient mode's node proxy: a DaemonSet labelled app=ztunnel.
+// Ztunnel is ambient mode's node proxy: a DaemonSet whose pods are
+// labelled app=ztunnel. Istio's charts put that label only on the pod
+// template and the selector, not on the DaemonSet itself.
 type Ztunnel struct {
 	Namespace, Name string
 	Desired, Ready  int32
@@ -231,10 +233,13 @@ func Discover(ctx context.Context, kube kubernetes.Interface) (Inventory, error)
 	}
 
 	// Ambient mode captures traffic only where ztunnel runs.
-	dss, err := kube.AppsV1().DaemonSets(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: "app=ztunnel"})
+	dss, err := kube.AppsV1().DaemonSets(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
 	switch {
 	case err == nil:
 		for _, d := range dss.Items {
+			if d.Spec.Template.Labels["app"] != "ztunnel" {
+				continue
+			}
 			inv.Ztunnels = append(inv.Ztunnels, Ztunnel{Namespace: d.Namespace, Name: d.Name,
 				Desired: d.Status.DesiredNumberScheduled, Ready: d.Status.NumberReady})
 		}

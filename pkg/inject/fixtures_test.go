@@ -81,10 +81,21 @@ func injectorCM(revision, version, config string) *corev1.ConfigMap {
 	}
 }
 
-// ztunnel is ambient mode's node proxy DaemonSet with ready of desired pods.
+// ztunnel is ambient mode's node proxy DaemonSet with ready of desired
+// pods, labelled as Istio's ztunnel chart does: app=ztunnel is on the pods
+// only.
 func ztunnel(ready, desired int32) *appsv1.DaemonSet {
-	return &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "ztunnel", Labels: map[string]string{"app": "ztunnel"}},
+	return &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "ztunnel",
+		Labels: map[string]string{"app.kubernetes.io/name": "ztunnel", "app.kubernetes.io/part-of": "istio"}},
+		Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "ztunnel"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "ztunnel", "sidecar.istio.io/inject": "false"}}}},
 		Status: appsv1.DaemonSetStatus{DesiredNumberScheduled: desired, NumberReady: ready}}
+}
+
+// kubeProxy is a DaemonSet that is not ztunnel.
+func kubeProxy() *appsv1.DaemonSet {
+	return &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "kube-proxy", Labels: map[string]string{"k8s-app": "kube-proxy"}},
+		Spec: appsv1.DaemonSetSpec{Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"k8s-app": "kube-proxy"}}}}}
 }
 
 func inventory(t *testing.T, objs ...runtime.Object) controlplane.Inventory {

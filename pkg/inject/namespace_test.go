@@ -55,7 +55,7 @@ func TestPlanEnable(t *testing.T) {
 				Notes: []string{
 					"removing istio-injection=enabled: pods with a sidecar are not captured by ambient",
 					"removing istio.io/rev=canary: it would still inject sidecars, which ambient does not capture"}}},
-		{name: "ambient without ztunnel", objs: def, req: EnableRequest{Ambient: true},
+		{name: "ambient without ztunnel", objs: append([]runtime.Object{kubeProxy()}, def...), req: EnableRequest{Ambient: true},
 			wantErr: "ambient mode needs ztunnel, and no ztunnel DaemonSet (label app=ztunnel) was found; install Istio with the ambient profile first (istioctl install --set profile=ambient), or drop --ambient to use sidecars"},
 		{name: "ambient with ztunnel not ready", objs: []runtime.Object{injectorMWC("", ""), ztunnel(0, 3)}, req: EnableRequest{Ambient: true},
 			want: LabelChange{Set: map[string]string{LabelDataplaneMode: "ambient"},
