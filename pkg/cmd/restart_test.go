@@ -1,9 +1,12 @@
 package cmd
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -11,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/options/fake"
@@ -186,6 +190,45 @@ func TestRestartForbiddenIsAggregated(t *testing.T) {
 	want := "2 of 2 workloads failed to restart:\n" +
 		`  shop/deployment/a: cannot patch deployments in namespace shop: forbidden; ask a cluster admin to grant "patch" on deployments: deployments.apps "a" is forbidden: User "alice" cannot patch resource "deployments" in API group "apps" in the namespace "shop"` + "\n" +
 		`  shop/deployment/b: cannot patch deployments in namespace shop: forbidden; ask a cluster admin to grant "patch" on deployments: deployments.apps "b" is forbidden: User "alice" cannot patch resource "deployments" in API group "apps" in the namespace "shop"`
+	if err == nil || err.Error() != want {
+		t.Fatalf("error = %v\nwant %s", err, want)
+	}
+}
+
+// A watch refused in one namespace fails only that namespace's workloads:
+// RBAC is granted per namespace, and the other namespace's watch works.
+func TestRestartWatchForbiddenInOneNamespace(t *testing.T) {
+	objs := []runtime.Object{meshInjector(""), testNamespace("a", "istio-injection=enabled"), testNamespace("b", "istio-injection=enabled")}
+	objs = append(objs, testWorkload("a", "web", false)...)
+	objs = append(objs, testWorkload("b", "web", false)...)
+	f := fake.New(objs, nil)
+	fakeController(f, true, true)
+	refused := make(chan struct{})
+	var once sync.Once
+	f.Kube.PrependWatchReactor("deployments", func(a k8stesting.Action) (bool, watch.Interface, error) {
+		if a.GetNamespace() != "a" {
+			return false, nil, nil
+		}
+		once.Do(func() { close(refused) })
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "apps", Resource: "deployments"}, "",
+			fmt.Errorf(`User "alice" cannot watch resource "deployments" in API group "apps" in the namespace "a"`))
+	})
+	// b's rollout finishes only after a's watch was refused.
+	go func() {
+		<-refused
+		time.Sleep(300 * time.Millisecond)
+		d, err := f.Kube.AppsV1().Deployments("b").Get(context.Background(), "web", metav1.GetOptions{})
+		if err != nil {
+			return
+		}
+		d.Status = appsv1.DeploymentStatus{Replicas: 1, UpdatedReplicas: 1, AvailableReplicas: 1, ReadyReplicas: 1}
+		_, _ = f.Kube.AppsV1().Deployments("b").UpdateStatus(context.Background(), d, metav1.UpdateOptions{})
+	}()
+	cmd := NewCmdMesh(f.Options)
+	cmd.SetArgs([]string{"restart", "a", "b", "--timeout", "10s"})
+	err := cmd.Execute()
+	want := "1 of 2 workloads failed to restart:\n" +
+		`  a/deployment/web: cannot watch deployments in namespace a: forbidden; ask a cluster admin to grant "watch" on deployments: deployments.apps is forbidden: User "alice" cannot watch resource "deployments" in API group "apps" in the namespace "a"`
 	if err == nil || err.Error() != want {
 		t.Fatalf("error = %v\nwant %s", err, want)
 	}

@@ -24,8 +24,10 @@ type tracker struct {
 	mu   sync.Mutex
 	subs map[string]chan struct{} // "kind/namespace/name" → wake-up
 	// fatal is the first watch error that retrying cannot fix (forbidden,
-	// unauthorized), by resource; waiters report it instead of timing out.
-	fatal map[string]error
+	// unauthorized), by informer: RBAC is granted per namespace, so a watch
+	// refused in one namespace says nothing of another. Waiters report it
+	// instead of timing out.
+	fatal map[cache.SharedIndexInformer]error
 
 	informers map[string]cache.SharedIndexInformer // "resource/namespace"
 	pods      map[string]cache.SharedIndexInformer // namespace → pods
@@ -38,7 +40,7 @@ type tracker struct {
 // cluster-wide when all is set (the caller could list everything), else
 // one set per namespace. They stop with ctx.
 func newTracker(ctx context.Context, kube kubernetes.Interface, targets []Target, all bool) *tracker {
-	tr := &tracker{subs: map[string]chan struct{}{}, fatal: map[string]error{},
+	tr := &tracker{subs: map[string]chan struct{}{}, fatal: map[cache.SharedIndexInformer]error{},
 		informers: map[string]cache.SharedIndexInformer{}, pods: map[string]cache.SharedIndexInformer{},
 		hooked: map[cache.SharedIndexInformer]bool{}}
 	factories := map[string]informers.SharedInformerFactory{}
@@ -114,8 +116,8 @@ func (tr *tracker) add(resource, ns string, inf cache.SharedIndexInformer, kind 
 	_ = inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
 		if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
 			tr.mu.Lock()
-			if tr.fatal[resource] == nil {
-				tr.fatal[resource] = err
+			if tr.fatal[inf] == nil {
+				tr.fatal[inf] = err
 			}
 			tr.mu.Unlock()
 			tr.wakeAll()
@@ -185,7 +187,7 @@ func (tr *tracker) get(w *Workload) (obj any, synced bool, err error) {
 		return nil, false, fmt.Errorf("cannot wait for a %s", w.Kind)
 	}
 	tr.mu.Lock()
-	err = tr.fatal[res]
+	err = tr.fatal[inf]
 	tr.mu.Unlock()
 	if err != nil {
 		return nil, false, Forbidden("watch", res, " in namespace "+w.Namespace, err)
