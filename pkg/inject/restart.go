@@ -115,11 +115,14 @@ func Restart(ctx context.Context, kube kubernetes.Interface, targets []Target, c
 		limit = 1
 	}
 	sem := make(chan struct{}, limit)
-	tctx, stop := context.WithCancel(ctx)
-	defer stop()
 	var tr *tracker
-	if cfg.DryRun == DryRunNone {
+	if cfg.DryRun != DryRunClient && cfg.DryRun != DryRunServer {
+		tctx, stop := context.WithCancel(ctx)
 		tr = newTracker(tctx, kube, targets, cfg.AllNamespaces)
+		defer func() {
+			stop()
+			tr.shutdown()
+		}()
 	}
 	var wg sync.WaitGroup
 	for i, t := range targets {

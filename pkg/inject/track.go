@@ -9,6 +9,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
@@ -33,7 +34,8 @@ type tracker struct {
 	pods      map[string]cache.SharedIndexInformer // namespace → pods
 	// hooked: a cluster-wide factory hands out the same informer for
 	// every namespace; it gets its handlers once.
-	hooked map[cache.SharedIndexInformer]bool
+	hooked    map[cache.SharedIndexInformer]bool
+	factories []informers.SharedInformerFactory
 }
 
 // newTracker starts informers for the kinds and namespaces of targets:
@@ -78,15 +80,28 @@ func newTracker(ctx context.Context, kube kubernetes.Interface, targets []Target
 	for _, f := range factories {
 		f.Start(ctx.Done())
 	}
-	// Waiters that looked before the first list finished get no event for
-	// it; wake everyone once all caches are filled.
-	go func() {
-		for _, f := range factories {
-			f.WaitForCacheSync(ctx.Done())
-		}
-		tr.wakeAll()
-	}()
+	// Waiters that looked before an informer's first list finished get no
+	// event for it; wake them when it is filled. Each informer on its own,
+	// so one that never syncs (a forbidden namespace) holds up no other.
+	for inf := range tr.hooked {
+		go func() {
+			if cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+				tr.wakeAll()
+			}
+		}()
+	}
+	for _, f := range factories {
+		tr.factories = append(tr.factories, f)
+	}
 	return tr
+}
+
+// shutdown waits for the informers' goroutines, once the context given to
+// newTracker is done.
+func (tr *tracker) shutdown() {
+	for _, f := range tr.factories {
+		f.Shutdown()
+	}
 }
 
 func (tr *tracker) wakeAll() {
@@ -113,8 +128,18 @@ func (tr *tracker) add(resource, ns string, inf cache.SharedIndexInformer, kind 
 		return
 	}
 	tr.hooked[inf] = true
+	// The waits read only metadata, spec and status: managed fields are
+	// dropped so a namespace's worth of cached pods costs less memory.
+	_ = inf.SetTransform(func(obj any) (any, error) {
+		if m, err := meta.Accessor(obj); err == nil {
+			m.SetManagedFields(nil)
+		}
+		return obj, nil
+	})
+	// Only Forbidden is final: client-go refreshes expired credentials
+	// (401) on the next attempt by itself.
 	_ = inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
-		if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
+		if apierrors.IsForbidden(err) {
 			tr.mu.Lock()
 			if tr.fatal[inf] == nil {
 				tr.fatal[inf] = err
