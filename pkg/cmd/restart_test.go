@@ -233,3 +233,33 @@ func TestRestartWatchForbiddenInOneNamespace(t *testing.T) {
 		t.Fatalf("error = %v\nwant %s", err, want)
 	}
 }
+
+// TestRestartChecksSidecarVersion: after an upgrade the control plane is
+// 1.32.0; a restart whose new pod still gets 1.31.0 has not done its job.
+func TestRestartChecksSidecarVersion(t *testing.T) {
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "istio-sidecar-injector", Namespace: "istio-system", Labels: map[string]string{"istio.io/rev": "default"}},
+		Data:       map[string]string{"values": `{"revision":"","global":{"tag":"1.32.0"}}`, "config": "policy: enabled\n"},
+	}
+	objs := append([]runtime.Object{meshInjector(""), cm, testNamespace("shop", "istio-injection=enabled")}, rolledOut(testWorkload("shop", "web", true))...)
+	f := fake.New(objs, nil)
+	fakeController(f, true, true) // injects proxyv2:1.31.0
+
+	cmd := NewCmdMesh(f.Options)
+	cmd.SetArgs([]string{"restart", "shop", "--dry-run"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if want := "WORKLOAD              PODS   SIDECAR   REASON\n" +
+		"shop/deployment/web   1      1/1       sidecar 1.31.0, control plane 1.32.0\n"; f.Out.String() != want {
+		t.Fatalf("plan =\n%s\nwant\n%s", f.Out.String(), want)
+	}
+	f.Out.Reset()
+	cmd = NewCmdMesh(f.Options)
+	cmd.SetArgs([]string{"restart", "shop"})
+	err := cmd.Execute()
+	wantErr := "1 of 1 workloads failed to restart:\n  shop/deployment/web: pod web-new-1 has sidecar 1.31.0, expected 1.32.0 (check the injector's global.tag and the pod's sidecar.istio.io/proxyImage annotation)"
+	if err == nil || err.Error() != wantErr {
+		t.Fatalf("error = %v\nwant %s", err, wantErr)
+	}
+}

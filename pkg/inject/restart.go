@@ -246,7 +246,7 @@ func restartOne(ctx context.Context, kube kubernetes.Interface, tr *tracker, t T
 	if len(pods) == 0 && w.Replicas > 0 {
 		return fail(fmt.Errorf("rollout finished but no pod from this restart was found (wanted %d)", w.Replicas))
 	}
-	if problems := verifyPods(pods, t.Assessment.Desired); len(problems) > 0 {
+	if problems := verifyPods(pods, t.Assessment.Desired, t.Assessment.WantVersion); len(problems) > 0 {
 		return fail(errors.New(strings.Join(problems, "; ")))
 	}
 	res.Outcome = OutcomeRestarted
@@ -392,8 +392,8 @@ func countSidecars(pods []*corev1.Pod) int {
 }
 
 // verifyPods checks the restarted pods: Ready, and with a sidecar from the
-// expected revision exactly when Istio should have injected one.
-func verifyPods(pods []*corev1.Pod, want Decision) []string {
+// expected revision and version exactly when Istio should have injected one.
+func verifyPods(pods []*corev1.Pod, want Decision, wantVersion string) []string {
 	var problems []string
 	for _, p := range pods {
 		sc := SidecarOf(p)
@@ -404,6 +404,8 @@ func verifyPods(pods []*corev1.Pod, want Decision) []string {
 			problems = append(problems, fmt.Sprintf("pod %s still has %s", p.Name, ProxyContainer))
 		case want.Inject && sc.Revision != "" && want.Revision != "" && sc.Revision != want.Revision:
 			problems = append(problems, fmt.Sprintf("pod %s has a sidecar from revision %s, expected %s (does the %s webhook point at that revision's istiod?)", p.Name, sc.Revision, want.Revision, want.Revision))
+		case want.Inject && wantVersion != "" && sc.Version != "" && sc.Version != wantVersion:
+			problems = append(problems, fmt.Sprintf("pod %s has sidecar %s, expected %s (check the injector's global.tag and the pod's %s annotation)", p.Name, sc.Version, wantVersion, AnnotationProxyImage))
 		}
 		if !podReady(p) {
 			problems = append(problems, fmt.Sprintf("pod %s is not Ready", p.Name))

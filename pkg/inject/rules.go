@@ -27,6 +27,7 @@ const (
 	DataplaneAmbient   = "ambient"
 
 	AnnotationSidecarStatus = "sidecar.istio.io/status"
+	AnnotationProxyImage    = "sidecar.istio.io/proxyImage"
 	AnnotationRestartedAt   = "kubectl.kubernetes.io/restartedAt"
 	ProxyContainer          = "istio-proxy"
 )
@@ -242,7 +243,13 @@ func imageTag(img string) string {
 		img = img[:i]
 	}
 	if i := strings.LastIndex(img, ":"); i >= 0 && !strings.Contains(img[i:], "/") {
-		return img[i+1:]
+		// Istio's image variants share the version: 1.31.0-distroless is
+		// 1.31.0 (global.variant), not skew against it.
+		tag := img[i+1:]
+		for _, variant := range []string{"-distroless", "-debug"} {
+			tag = strings.TrimSuffix(tag, variant)
+		}
+		return tag
 	}
 	return ""
 }

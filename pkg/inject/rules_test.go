@@ -111,6 +111,8 @@ func TestSidecarOf(t *testing.T) {
 			Spec: corev1.PodSpec{InitContainers: []corev1.Container{{Name: "istio-proxy", Image: "reg:5000/proxyv2:1.30.2@sha256:abc"}},
 				Containers: []corev1.Container{{Name: "app"}}}},
 			want: Sidecar{Present: true, Revision: "default", Version: "1.30.2"}},
+		{name: "distroless variant", pod: corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "istio-proxy", Image: "docker.io/istio/proxyv2:1.31.0-distroless"}}}},
+			want: Sidecar{Present: true, Version: "1.31.0"}},
 		{name: "image without tag", pod: corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "istio-proxy", Image: "reg:5000/proxyv2"}}}},
 			want: Sidecar{Present: true}},
 	}

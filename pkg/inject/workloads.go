@@ -261,6 +261,9 @@ type Assessment struct {
 	Why string
 	// Versions are the distinct sidecar versions running.
 	Versions []string
+	// WantVersion is the sidecar version new pods should get: the control
+	// plane's, unless the template pins a proxy image ("" when unknown).
+	WantVersion string
 }
 
 // IsGateway says whether the workload is itself an Istio proxy (an
@@ -298,6 +301,11 @@ func (r *Rules) Assess(w *Workload, nsLabels map[string]string) Assessment {
 		return a
 	}
 	wantVersion := r.version(a.Desired.Revision)
+	if img, ok := w.Template.Annotations[AnnotationProxyImage]; ok {
+		// A pinned proxy image is a choice, not skew a restart would fix.
+		wantVersion = imageTag(img)
+	}
+	a.WantVersion = wantVersion
 	var missing, wrongRev, skew, unwanted int
 	var gotRev, gotVer string
 	versions := map[string]bool{}

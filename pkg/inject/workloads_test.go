@@ -22,6 +22,8 @@ func TestSelect(t *testing.T) {
 	optOut := deployment("on", "opt-out", 1, map[string]string{LabelSidecarInject: "false"}, nil)
 	done := deployment("on", "done", 1, nil, nil)
 	old := deployment("on", "old", 1, nil, nil)
+	pinned := deployment("on", "pinned", 1, nil, map[string]string{AnnotationProxyImage: "docker.io/istio/proxyv2:1.30.0"})
+	distroless := deployment("on", "distroless", 1, nil, nil)
 	half := deployment("on", "half", 2, nil, nil)
 	zero := deployment("on", "zero", 0, nil, nil)
 	leftover := deployment("off", "leftover", 1, nil, nil)
@@ -37,11 +39,13 @@ func TestSelect(t *testing.T) {
 	terminating.DeletionTimestamp = &metav1.Time{}
 	objs := []runtime.Object{
 		injectorMWC("", ""), injectorCM("", "1.31.0", "policy: enabled\n"), injectorMWC("canary", ""), injectorCM("canary", "1.31.0", "policy: enabled\n"),
-		nsOn, nsOff, nsCanary, gateway, gatewayPod, plain, optOut, done, old, half, zero, leftover, moved, paused, bare,
+		nsOn, nsOff, nsCanary, gateway, gatewayPod, plain, optOut, done, old, pinned, distroless, half, zero, leftover, moved, paused, bare,
 		pod(plain, 0, "", ""), pod(plain, 1, "", ""), terminating,
 		pod(optOut, 0, "", ""),
 		pod(done, 0, "default", "1.31.0"),
 		pod(old, 0, "default", "1.30.0"),
+		pod(pinned, 0, "default", "1.30.0"),
+		pod(distroless, 0, "default", "1.31.0-distroless"),
 		pod(half, 0, "default", "1.31.0"), pod(half, 1, "", ""),
 		pod(leftover, 0, "default", "1.31.0"),
 		pod(moved, 0, "default", "1.31.0"),
