@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/inject"
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/options"
 )
 
@@ -40,4 +41,16 @@ func useColor(mode string, w io.Writer, getenv func(string) string, tty func(io.
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// terminalSize is w's terminal size, or nil when w is not a terminal.
+func terminalSize(w io.Writer) *inject.Terminal {
+	if !isTerminal(w) {
+		return nil
+	}
+	width, height, err := term.GetSize(int(w.(*os.File).Fd()))
+	if err != nil {
+		return nil
+	}
+	return &inject.Terminal{Width: width, Height: height}
 }

@@ -150,7 +150,7 @@ func (o *RestartOptions) Run(ctx context.Context) error {
 	if o.dryRun == inject.DryRunClient {
 		return inject.WritePlanTable(o.Out, targets)
 	}
-	progress := inject.NewProgress(o.ErrOut, isTerminal(o.ErrOut))
+	progress := inject.NewProgress(o.ErrOut, terminalSize(o.ErrOut))
 	results := inject.Restart(ctx, o.kube, targets, cfg, progress)
 	if err := inject.WriteRestartTable(o.Out, results, o.Output == "wide"); err != nil {
 		return err
