@@ -139,3 +139,31 @@ func TestRestartWatchForbidden(t *testing.T) {
 		t.Fatalf("exit %d row %q\nwant %q\n%s", res.ExitCode, row, msg, res.Stderr)
 	}
 }
+
+// TestRestartAllNamespaces: with -A the rollouts are followed on
+// cluster-wide watches; two namespaces, one selector.
+func TestRestartAllNamespaces(t *testing.T) {
+	env := labtest.Get(t)
+	ctx := context.Background()
+	a, b := env.Namespace(t, nil), env.Namespace(t, nil)
+	app := "web-" + b[len(b)-4:] // unique in the lab, so -A touches nothing else
+	for _, ns := range []string{a, b} {
+		env.Deployment(t, ns, app, nil, 1)
+		if _, err := env.Kube.CoreV1().Namespaces().Patch(ctx, ns, "application/merge-patch+json", []byte(`{"metadata":{"labels":{"istio-injection":"enabled"}}}`), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res := env.Mesh(t, "restart", "-A", "-l", "app="+app)
+	want := [][]string{
+		{a + "/deployment/" + app, "1", "1", "1/1", "restarted"},
+		{b + "/deployment/" + app, "1", "1", "1/1", "restarted"},
+	}
+	if a > b {
+		want[0], want[1] = want[1], want[0]
+	}
+	if got := tableRows(t, res.Stdout); res.ExitCode != 0 || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("exit %d rows %v\nwant %v\n%s", res.ExitCode, got, want, res.Stderr)
+	}
+	assertPods(t, env, a, app, true)
+	assertPods(t, env, b, app, true)
+}
