@@ -559,8 +559,14 @@ func Down(c Config) error {
 	if err := stopAll(c); err != nil {
 		return err
 	}
-	if err := podnet.Cleanup(); err != nil {
-		return fmt.Errorf("removing the pod network: %w", err)
+	// The pod network's names are host-wide: only a state dir that ran
+	// podnet may remove them, or Down on another state dir (a test's) would
+	// tear the network out from under the running lab. podnet also cleans
+	// up at start, so nothing a killed one left survives the next lab up.
+	if _, err := os.Stat(c.PodnetDir()); err == nil {
+		if err := podnet.Cleanup(); err != nil {
+			return fmt.Errorf("removing the pod network: %w", err)
+		}
 	}
 	if err := os.RemoveAll(c.StateDir); err != nil {
 		return fmt.Errorf("removing lab state %s: %w", c.StateDir, err)
