@@ -3,6 +3,7 @@ package sniff
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/remotecommand"
 	watchtools "k8s.io/client-go/tools/watch"
+	utilexec "k8s.io/client-go/util/exec"
 	"k8s.io/utils/ptr"
 )
 
@@ -188,7 +190,7 @@ func (r *PodRunner) Stream(ctx context.Context, argv []string) (Stream, error) {
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	pr, pw := io.Pipe()
-	s := &podStream{r: pr, cancel: cancel, done: make(chan struct{})}
+	s := &podStream{r: pr, cancel: cancel, done: make(chan struct{}), where: r.Describe()}
 	go func() {
 		err := ex.StreamWithContext(sctx, remotecommand.StreamOptions{Stdout: pw, Stderr: &s.stderr})
 		if sctx.Err() != nil {
@@ -208,16 +210,32 @@ type podStream struct {
 	err    error
 	done   chan struct{}
 	once   sync.Once
+	where  string
 }
 
 func (s *podStream) Read(p []byte) (int, error) { return s.r.Read(p) }
 func (s *podStream) Stop()                      { s.once.Do(s.cancel) }
 func (s *podStream) Wait() error {
 	<-s.done
-	if s.err != nil {
-		return &RemoteExitError{Status: 1, Stderr: strings.TrimSpace(s.stderr.String() + "\n" + s.err.Error())}
+	return execError(s.err, s.stderr.String(), s.where)
+}
+
+// execError says how an exec stream ended in Capture's terms: the command's
+// own exit status when the API server reports one (timeout's 124 is the
+// backstop, not a failure), anything else (exec refused, stream broken) as
+// the exec failing rather than the command.
+func execError(err error, stderr, where string) error {
+	if err == nil {
+		return nil
 	}
-	return nil
+	var exit utilexec.ExitError
+	if errors.As(err, &exit) && exit.Exited() {
+		return &RemoteExitError{Status: exit.ExitStatus(), Stderr: strings.TrimSpace(stderr + "\n" + err.Error())}
+	}
+	if stderr = strings.TrimSpace(stderr); stderr != "" {
+		return fmt.Errorf("exec in %s: %w: %s", where, err, stderr)
+	}
+	return fmt.Errorf("exec in %s: %w", where, err)
 }
 func (s *podStream) Close() error {
 	s.Stop()
