@@ -437,6 +437,12 @@ func bringUp(ctx context.Context, c Config) (*Lab, error) {
 		return nil, err
 	}
 	step("pod network: node %s at %s, workshop pods carry traffic", NodeName, podnet.NodeIP)
+	if os.Geteuid() == 0 {
+		if err := l.EnsureNodeExec(ctx); err != nil {
+			return nil, err
+		}
+		step("exec into capture pods on %s runs in its network namespace %s", NodeName, podnet.NodeNS)
+	}
 	if err := os.WriteFile(filepath.Join(c.StateDir, "ready"), []byte(time.Now().Format(time.RFC3339)+"\n"), 0o644); err != nil {
 		return nil, err
 	}

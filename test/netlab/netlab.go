@@ -54,12 +54,14 @@ type Lab struct {
 	// Dir holds keys, configs and logs.
 	Dir string
 
-	subnet  netip.Prefix
-	uplink  string
-	mu      sync.Mutex
-	procs   []*exec.Cmd
-	stops   []func()
-	nextPod int
+	subnet netip.Prefix
+	uplink string
+	// attached is set by Attach: the node belongs to someone else.
+	attached bool
+	mu       sync.Mutex
+	procs    []*exec.Cmd
+	stops    []func()
+	nextPod  int
 }
 
 // Pod is a namespace on a veth into the node's bridge.
@@ -121,6 +123,14 @@ func Setup(cfg Config) (*Lab, error) {
 		}
 	}
 	return l, nil
+}
+
+// Attach returns a Lab over an existing node namespace that it does not
+// own (the lab's podnet node), for backends and clients in pod namespaces
+// made elsewhere. Teardown then stops only what was started through it:
+// the node, its processes and its pods stay.
+func Attach(node string) *Lab {
+	return &Lab{Node: node, Pods: map[string]*Pod{}, attached: true}
 }
 
 func ip(args ...string) error {
@@ -246,6 +256,9 @@ func (l *Lab) Teardown() {
 		if c.Process != nil {
 			syscall.Kill(-c.Process.Pid, syscall.SIGTERM)
 		}
+	}
+	if l.attached {
+		return
 	}
 	// Whatever still runs in our namespaces was started by this lab
 	// (sshd sessions, captures): stop it by PID.

@@ -233,3 +233,19 @@ func stopProcesses(names []string, grace time.Duration) {
 		}
 	}
 }
+
+// AttachPod gives a pod that podnet does not follow (one in a test's own
+// namespace on the lab's node) a network namespace on the node, wired as
+// podnet wires the workshop's pods, and returns it for netlab's backends
+// and clients (with netlab.Attach(NodeNS)). remove deletes it; Cleanup
+// does too, as its names carry Prefix.
+func AttachPod(namespace, name, uid string, addr netip.Addr) (p *netlab.Pod, remove func(), err error) {
+	if !netip.MustParsePrefix(PodCIDR).Contains(addr) {
+		return nil, nil, fmt.Errorf("pod IP %s is outside the node's pod CIDR %s", addr, PodCIDR)
+	}
+	pn := podNetFor(namespace, name, uid, addr)
+	if err := pn.add(); err != nil {
+		return nil, nil, err
+	}
+	return &netlab.Pod{Name: name, NS: pn.NS, IP: addr, HostVeth: pn.Veth}, pn.remove, nil
+}
