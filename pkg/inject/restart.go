@@ -190,6 +190,10 @@ func restartOne(ctx context.Context, kube kubernetes.Interface, tr *tracker, t T
 		res.Outcome, res.Detail = OutcomeSkipped, "deployment is paused; run kubectl rollout resume, then restart again"
 		return res
 	}
+	if w.OnDelete() {
+		res.Outcome, res.Detail = OutcomeSkipped, fmt.Sprintf("updateStrategy OnDelete: new pods come only when old ones are deleted; delete them one at a time (kubectl delete pod -n %s -l %s)", w.Namespace, w.Selector)
+		return res
+	}
 	obj := w.Object.DeepCopyObject()
 	stamp, err := restartStamp(obj, w.Template.Annotations[AnnotationRestartedAt])
 	if err != nil {

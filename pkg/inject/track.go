@@ -59,7 +59,7 @@ func newTracker(ctx context.Context, kube kubernetes.Interface, targets []Target
 	}
 	for _, t := range targets {
 		w := t.Workload
-		if w.Kind == KindPod || w.Paused {
+		if w.Kind == KindPod || w.Paused || w.OnDelete() {
 			continue
 		}
 		f := factory(w.Namespace)

@@ -266,6 +266,19 @@ type Assessment struct {
 	WantVersion string
 }
 
+// OnDelete says whether the workload's controller replaces pods only when
+// they are deleted (StatefulSet or DaemonSet updateStrategy OnDelete): a
+// restart patch then changes no pod, and no rollout can be awaited.
+func (w *Workload) OnDelete() bool {
+	switch o := w.Object.(type) {
+	case *appsv1.StatefulSet:
+		return o.Spec.UpdateStrategy.Type == appsv1.OnDeleteStatefulSetStrategyType
+	case *appsv1.DaemonSet:
+		return o.Spec.UpdateStrategy.Type == appsv1.OnDeleteDaemonSetStrategyType
+	}
+	return false
+}
+
 // IsGateway says whether the workload is itself an Istio proxy (an
 // ingress/egress gateway): its own spec declares istio-proxy, or it asks
 // for the injector's gateway template. Its proxy is not a sidecar to add or

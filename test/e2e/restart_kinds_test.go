@@ -167,3 +167,42 @@ func TestRestartAllNamespaces(t *testing.T) {
 	assertPods(t, env, a, app, true)
 	assertPods(t, env, b, app, true)
 }
+
+// TestRestartOnDeleteStatefulSet: a StatefulSet that replaces pods only when
+// they are deleted is reported with what to do, and left alone.
+func TestRestartOnDeleteStatefulSet(t *testing.T) {
+	env := labtest.Get(t)
+	ctx := context.Background()
+	ns := env.Namespace(t, nil)
+	one, zero := int32(1), int64(0)
+	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db"},
+		Spec: appsv1.StatefulSetSpec{Replicas: &one, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}},
+			UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.OnDeleteStatefulSetStrategyType},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "db"}},
+				Spec: corev1.PodSpec{TerminationGracePeriodSeconds: &zero, Containers: []corev1.Container{{Name: "app", Image: "kubectl-mesh-lab/db"}}}}}}
+	if _, err := env.Kube.AppsV1().StatefulSets(ns).Create(ctx, sts, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		s, err := env.Kube.AppsV1().StatefulSets(ns).Get(ctx, "db", metav1.GetOptions{})
+		return err == nil && s.Status.ReadyReplicas == 1, err
+	}); err != nil {
+		t.Fatal("statefulset never ready:", err)
+	}
+	expect(t, "enable", env.Mesh(t, "enable-injection", ns), "namespace/"+ns+" labeled\n",
+		fmt.Sprintf("1 workload needs a restart: statefulset/db — run: kubectl mesh restart %s\n", ns), 0)
+
+	res := env.Mesh(t, "restart", ns)
+	row := ns + "/statefulset/db 1 - - skipped: updateStrategy OnDelete: new pods come only when old ones are deleted; delete them one at a time (kubectl delete pod -n " + ns + " -l app=db)"
+	if rows := tableRows(t, res.Stdout); res.ExitCode != 0 || len(rows) != 1 || strings.Join(rows[0], " ") != row {
+		t.Fatalf("exit %d rows %v\nwant %s\n%s", res.ExitCode, rows, row, res.Stderr)
+	}
+	s, err := env.Kube.AppsV1().StatefulSets(ns).Get(ctx, "db", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, patched := s.Spec.Template.Annotations["kubectl.kubernetes.io/restartedAt"]; patched {
+		t.Error("the OnDelete StatefulSet was patched")
+	}
+	assertPods(t, env, ns, "db", false)
+}
