@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -64,8 +65,18 @@ func TestRemoteCommandQuoting(t *testing.T) {
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
-	// The shell hands the arguments through unchanged.
-	out, err := exec.Command("sh", "-c", RemoteCommand([]string{"printf", "%s|", "it's", "$(x)", "a b"}, false)).Output()
+	// The shell hands the arguments through unchanged. Stdin stays open
+	// while it runs, as an SSH session's does: EOF would stop the command,
+	// possibly before printf wrote anything.
+	stdin, keepOpen, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	defer keepOpen.Close()
+	cmd := exec.Command("sh", "-c", RemoteCommand([]string{"printf", "%s|", "it's", "$(x)", "a b"}, false))
+	cmd.Stdin = stdin
+	out, err := cmd.Output()
 	if err != nil || string(out) != "it's|$(x)|a b|" {
 		t.Errorf("shell saw %q (%v)", out, err)
 	}
