@@ -181,20 +181,31 @@ func (r *PodRunner) Output(ctx context.Context, argv []string) ([]byte, error) {
 	return out.Bytes(), nil
 }
 
-// Stream runs argv in the pod; Stop ends the exec stream, and deleting the
-// pod (Close) ends tcpdump for good.
+// pidFirst runs its arguments after printing the shell's PID, which exec
+// hands on to them, as the first line of stderr: Stop signals that PID from
+// a second exec.
+const pidFirst = `echo "sniff-pid $$" >&2; exec "$@"`
+
+// Stream runs argv in the pod. Stop sends it SIGTERM through a second exec,
+// so tcpdump flushes and the stream ends normally; Close cuts the stream
+// (for a remote end that does not stop), and deleting the pod ends tcpdump
+// for good.
 func (r *PodRunner) Stream(ctx context.Context, argv []string) (Stream, error) {
-	ex, err := r.executor(argv, false)
+	ex, err := r.executor(append([]string{"sh", "-c", pidFirst, "sniff"}, argv...), false)
 	if err != nil {
 		return nil, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	pr, pw := io.Pipe()
-	s := &podStream{r: pr, cancel: cancel, done: make(chan struct{}), where: r.Describe()}
+	s := &podStream{r: pr, cancel: cancel, done: make(chan struct{}), where: r.Describe(),
+		kill: func(ctx context.Context, pid string) error {
+			_, err := r.Output(ctx, []string{"kill", "-TERM", pid})
+			return err
+		}}
 	go func() {
 		err := ex.StreamWithContext(sctx, remotecommand.StreamOptions{Stdout: pw, Stderr: &s.stderr})
 		if sctx.Err() != nil {
-			err = nil // stopped by us
+			err = nil // cut by us
 		}
 		s.err = err
 		pw.CloseWithError(io.EOF)
@@ -204,20 +215,57 @@ func (r *PodRunner) Stream(ctx context.Context, argv []string) (Stream, error) {
 }
 
 type podStream struct {
-	r      *io.PipeReader
-	cancel context.CancelFunc
-	stderr lockedBuffer
-	err    error
-	done   chan struct{}
-	once   sync.Once
-	where  string
+	r         *io.PipeReader
+	cancel    context.CancelFunc
+	kill      func(ctx context.Context, pid string) error
+	stderr    lockedBuffer
+	err       error
+	done      chan struct{}
+	stopOnce  sync.Once
+	closeOnce sync.Once
+	where     string
 }
 
 func (s *podStream) Read(p []byte) (int, error) { return s.r.Read(p) }
-func (s *podStream) Stop()                      { s.once.Do(s.cancel) }
+
+// Stop asks the remote command to end; when that cannot be done (no PID
+// seen yet, exec refused) it cuts the stream instead.
+func (s *podStream) Stop() {
+	s.stopOnce.Do(func() {
+		pid, _ := s.pid()
+		if pid == "" {
+			s.closeOnce.Do(s.cancel)
+			return
+		}
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			select {
+			case <-s.done:
+				return
+			default:
+			}
+			if err := s.kill(ctx, pid); err != nil {
+				s.closeOnce.Do(s.cancel)
+			}
+		}()
+	})
+}
+
+// pid is the remote PID from the first stderr line, and the rest of stderr.
+func (s *podStream) pid() (pid, rest string) {
+	out := s.stderr.String()
+	first, rest, _ := strings.Cut(out, "\n")
+	if p, ok := strings.CutPrefix(first, "sniff-pid "); ok {
+		return strings.TrimSpace(p), rest
+	}
+	return "", out
+}
+
 func (s *podStream) Wait() error {
 	<-s.done
-	return execError(s.err, s.stderr.String(), s.where)
+	_, stderr := s.pid()
+	return execError(s.err, stderr, s.where)
 }
 
 // execError says how an exec stream ended in Capture's terms: the command's
@@ -238,6 +286,6 @@ func execError(err error, stderr, where string) error {
 	return fmt.Errorf("exec in %s: %w", where, err)
 }
 func (s *podStream) Close() error {
-	s.Stop()
+	s.closeOnce.Do(s.cancel)
 	return s.r.Close()
 }

@@ -1,9 +1,11 @@
 package sniff
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	utilexec "k8s.io/client-go/util/exec"
 )
@@ -29,4 +31,40 @@ func TestExecError(t *testing.T) {
 	if errors.As(err, &exit) || !errors.Is(err, refused) || err.Error() != "exec in node n1 (pod ns/mesh-sniff-x): "+refused.Error() {
 		t.Errorf("refused exec: %v", err)
 	}
+}
+
+// Stop signals the PID the wrapper printed; without one, or when that exec
+// fails, it cuts the stream instead.
+func TestPodStreamStop(t *testing.T) {
+	newStream := func(stderr string, killErr error) (*podStream, chan string, chan struct{}) {
+		killed, cut := make(chan string, 1), make(chan struct{})
+		s := &podStream{done: make(chan struct{}), cancel: func() { close(cut) },
+			kill: func(_ context.Context, pid string) error { killed <- pid; return killErr }}
+		_, _ = s.stderr.Write([]byte(stderr))
+		return s, killed, cut
+	}
+
+	s, killed, cut := newStream("sniff-pid 4242\ntcpdump: listening on eth0\n", nil)
+	if pid, rest := s.pid(); pid != "4242" || rest != "tcpdump: listening on eth0\n" {
+		t.Errorf("pid() = %q, %q", pid, rest)
+	}
+	s.Stop()
+	s.Stop() // once
+	if pid := <-killed; pid != "4242" {
+		t.Errorf("killed %q", pid)
+	}
+	select {
+	case <-cut:
+		t.Error("stream cut although the kill worked")
+	case <-time.After(100 * time.Millisecond):
+	}
+
+	s, _, cut = newStream("", nil)
+	s.Stop()
+	<-cut // no PID yet: cut at once
+
+	s, killed, cut = newStream("sniff-pid 7\n", errors.New("exec refused"))
+	s.Stop()
+	<-killed
+	<-cut
 }
