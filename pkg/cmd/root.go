@@ -5,13 +5,16 @@ package cmd
 import (
 	"context"
 	"errors"
+	goflag "flag"
 	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/klog/v2"
 
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/options"
 )
@@ -42,6 +45,7 @@ func NewCmdMesh(o *options.Options) *cobra.Command {
 	flags := cmd.PersistentFlags()
 	o.ConfigFlags.AddFlags(flags)
 	flags.StringVar(&o.Color, "color", o.Color, "Colorize output: auto (only on a terminal), always or never")
+	addLogFlags(flags)
 
 	registerFlagCompletions(cmd, o)
 
@@ -82,4 +86,18 @@ func Main(streams genericiooptions.IOStreams, args []string) int {
 type exitCoder interface {
 	error
 	ExitCode() int
+}
+
+// addLogFlags adds kubectl's -v and --vmodule: client-go logs each request
+// from -v=6 on, which is how one sees what a command asked the API server.
+func addLogFlags(flags *pflag.FlagSet) {
+	gofs := goflag.NewFlagSet("klog", goflag.ContinueOnError)
+	klog.InitFlags(gofs)
+	for _, name := range []string{"v", "vmodule"} {
+		f := pflag.PFlagFromGoFlag(gofs.Lookup(name))
+		if name == "v" {
+			f.Shorthand = "v"
+		}
+		flags.AddFlag(f)
+	}
 }
