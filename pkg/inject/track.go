@@ -6,7 +6,6 @@ import (
 	"sort"
 	"sync"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -260,13 +259,9 @@ func (tr *tracker) cachedPods(w *Workload, stamp string) (pods []*corev1.Pod, ok
 
 // generationOf reads metadata.generation of a workload from the cache.
 func generationOf(obj any) int64 {
-	switch o := obj.(type) {
-	case *appsv1.Deployment:
-		return o.Generation
-	case *appsv1.StatefulSet:
-		return o.Generation
-	case *appsv1.DaemonSet:
-		return o.Generation
+	m, err := meta.Accessor(obj)
+	if err != nil {
+		return 0
 	}
-	return 0
+	return m.GetGeneration()
 }
