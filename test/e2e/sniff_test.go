@@ -482,26 +482,11 @@ func TestSniffViaPod(t *testing.T) {
 // created and refused: sniff fails saying so, and deletes the pod.
 func TestSniffViaPodExecForbidden(t *testing.T) {
 	w := newViaPodWorld(t)
-	ctx := context.Background()
 	user := "sniffer-" + w.ns
-	role := &rbacv1.Role{
-		ObjectMeta: metav1.ObjectMeta{Name: "pod-runner", Namespace: w.ns},
-		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch", "create", "delete"}},
-			{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, Verbs: []string{"get"}},
-		},
-	}
-	if _, err := w.env.Kube.RbacV1().Roles(w.ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	rb := &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "pod-runner", Namespace: w.ns},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "pod-runner"},
-		Subjects:   []rbacv1.Subject{{Kind: "User", Name: user, APIGroup: "rbac.authorization.k8s.io"}},
-	}
-	if _, err := w.env.Kube.RbacV1().RoleBindings(w.ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	w.env.Grant(t, w.ns, "pod-runner", user, []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch", "create", "delete"}},
+		{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, Verbs: []string{"get"}},
+	})
 	kc := w.env.UserKubeconfig(t, user, nil)
 	res := w.env.Mesh(t, "--kubeconfig", kc, "sniff", "backend-app", "-n", w.ns, "--via", "pod", "--duration", "2s")
 	// The exec was refused: not the capture command failing on the node.

@@ -19,6 +19,7 @@ import (
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -181,6 +182,43 @@ func (e *Env) UserKubeconfig(t testing.TB, user string, groups []string) string 
 		t.Fatal(err)
 	}
 	return path
+}
+
+// Grant gives user the rules, in namespace ns or cluster-wide when ns is
+// "", through a role and binding named name that the test deletes at its
+// end. RBAC takes a moment to apply: wait before relying on it.
+func (e *Env) Grant(t testing.TB, ns, name, user string, rules []rbacv1.PolicyRule) {
+	t.Helper()
+	ctx := context.Background()
+	rbac := e.Kube.RbacV1()
+	subjects := []rbacv1.Subject{{Kind: "User", APIGroup: rbacv1.GroupName, Name: user}}
+	var err error
+	if ns == "" {
+		_, err = rbac.ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}, Rules: rules}, metav1.CreateOptions{})
+		if err == nil {
+			_, err = rbac.ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
+				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name}, Subjects: subjects}, metav1.CreateOptions{})
+		}
+	} else {
+		_, err = rbac.Roles(ns).Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Rules: rules}, metav1.CreateOptions{})
+		if err == nil {
+			_, err = rbac.RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name}, Subjects: subjects}, metav1.CreateOptions{})
+		}
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		if ns == "" {
+			_ = rbac.ClusterRoleBindings().Delete(ctx, name, metav1.DeleteOptions{})
+			_ = rbac.ClusterRoles().Delete(ctx, name, metav1.DeleteOptions{})
+			return
+		}
+		_ = rbac.RoleBindings(ns).Delete(ctx, name, metav1.DeleteOptions{})
+		_ = rbac.Roles(ns).Delete(ctx, name, metav1.DeleteOptions{})
+	})
+	if err != nil {
+		t.Fatalf("granting %s to %s: %v", name, user, err)
+	}
 }
 
 // Deployment creates a simple Deployment (label app=name plus labels, grace
