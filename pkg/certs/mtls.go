@@ -9,6 +9,7 @@ import (
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 )
@@ -23,7 +24,14 @@ type MTLS struct {
 	// "PeerAuthentication istio-system/default (mesh-wide)", or "default".
 	From  string     `json:"from"`
 	Ports []PortMTLS `json:"ports,omitempty"`
+	// Notes say what could not be checked (a namespace whose
+	// PeerAuthentications the user may not list).
+	Notes []string `json:"notes,omitempty"`
 }
+
+// ModeUnknown is the mode when the policy that would decide it could not be
+// read.
+const ModeUnknown = "UNKNOWN"
 
 // PortMTLS is a port-level override.
 type PortMTLS struct {
@@ -54,8 +62,17 @@ func EffectiveMTLS(ctx context.Context, istio istioclient.Interface, rootNamespa
 	if rootNamespace == "" {
 		rootNamespace = DefaultRootNamespace
 	}
-	list := func(ns string) ([]*securityv1.PeerAuthentication, error) {
+	m := &MTLS{Mode: "PERMISSIVE", From: "default (no PeerAuthentication)"}
+	// A namespace the user may not read (RBAC) is a note, as in status: the
+	// levels that could be read still decide when they set a mode.
+	forbidden := map[string]bool{}
+	list := func(ns, what string) ([]*securityv1.PeerAuthentication, error) {
 		l, err := istio.SecurityV1().PeerAuthentications(ns).List(ctx, metav1.ListOptions{})
+		if apierrors.IsForbidden(err) {
+			forbidden[ns] = true
+			m.Notes = append(m.Notes, fmt.Sprintf("could not check the %s PeerAuthentication: listing peerauthentications in namespace %s is forbidden (kubectl auth can-i list peerauthentications.security.istio.io -n %s)", what, ns, ns))
+			return nil, nil
+		}
 		if err != nil {
 			return nil, fmt.Errorf("listing PeerAuthentications in namespace %s: %w", ns, err)
 		}
@@ -63,25 +80,40 @@ func EffectiveMTLS(ctx context.Context, istio istioclient.Interface, rootNamespa
 		sortOldestFirst(out)
 		return out, nil
 	}
-	root, err := list(rootNamespace)
+	scope := "mesh-wide"
+	if pod.Namespace == rootNamespace {
+		scope = "mesh-wide, namespace and workload"
+	}
+	root, err := list(rootNamespace, scope)
 	if err != nil {
 		return nil, err
 	}
 	local := root
 	if pod.Namespace != rootNamespace {
-		if local, err = list(pod.Namespace); err != nil {
+		if local, err = list(pod.Namespace, "namespace and workload"); err != nil {
 			return nil, err
 		}
 	}
-	m := &MTLS{Mode: "PERMISSIVE", From: "default (no PeerAuthentication)"}
+	if len(forbidden) > 0 {
+		// Unknown until a level that could be read sets a mode.
+		m.Mode, m.From = ModeUnknown, "unknown (PeerAuthentications could not be read)"
+	}
 	apply := func(p *securityv1.PeerAuthentication, scope string) {
 		if mode := p.Spec.GetMtls().GetMode(); mode != securityv1beta1.PeerAuthentication_MutualTLS_UNSET {
 			m.Mode = mode.String()
 			m.From = fmt.Sprintf("PeerAuthentication %s/%s (%s)", p.Namespace, p.Name, scope)
 		}
 	}
-	if p := first(root, func(p *securityv1.PeerAuthentication) bool { return p.Spec.GetSelector() == nil }); p != nil {
-		apply(p, "mesh-wide")
+	meshWide := first(root, func(p *securityv1.PeerAuthentication) bool { return p.Spec.GetSelector() == nil })
+	if forbidden[pod.Namespace] {
+		// The pod's own namespace decides over the mesh-wide policy.
+		if meshWide != nil && meshWide.Spec.GetMtls().GetMode() != securityv1beta1.PeerAuthentication_MutualTLS_UNSET {
+			m.Notes = append(m.Notes, fmt.Sprintf("the mesh-wide PeerAuthentication %s/%s says %s; a namespace or workload policy may override it", meshWide.Namespace, meshWide.Name, meshWide.Spec.GetMtls().GetMode()))
+		}
+		return m, nil
+	}
+	if meshWide != nil {
+		apply(meshWide, "mesh-wide")
 	}
 	if pod.Namespace != rootNamespace {
 		if p := first(local, func(p *securityv1.PeerAuthentication) bool { return p.Spec.GetSelector() == nil }); p != nil {

@@ -2,6 +2,7 @@ package certs
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -11,8 +12,11 @@ import (
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	istiofake "istio.io/client-go/pkg/clientset/versioned/fake"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 func peerAuth(ns, name string, age time.Duration, selector map[string]string, mode securityv1beta1.PeerAuthentication_MutualTLS_Mode, ports map[uint32]securityv1beta1.PeerAuthentication_MutualTLS_Mode) *securityv1.PeerAuthentication {
@@ -46,7 +50,10 @@ func TestEffectiveMTLS(t *testing.T) {
 	tests := []struct {
 		name     string
 		policies []runtime.Object
-		want     MTLS
+		// forbid are namespaces where listing PeerAuthentications is
+		// refused (RBAC 403).
+		forbid []string
+		want   MTLS
 	}{
 		{
 			name: "no policy",
@@ -107,16 +114,56 @@ func TestEffectiveMTLS(t *testing.T) {
 			},
 			want: MTLS{Mode: "PERMISSIVE", From: "default (no PeerAuthentication)"},
 		},
+		{
+			name:     "root namespace forbidden, namespace policy decides",
+			policies: []runtime.Object{peerAuth("default", "ns", time.Hour, nil, strict, nil)},
+			forbid:   []string{"istio-system"},
+			want: MTLS{Mode: "STRICT", From: "PeerAuthentication default/ns (namespace)", Notes: []string{
+				"could not check the mesh-wide PeerAuthentication: listing peerauthentications in namespace istio-system is forbidden (kubectl auth can-i list peerauthentications.security.istio.io -n istio-system)",
+			}},
+		},
+		{
+			name:     "root namespace forbidden, nothing else decides",
+			policies: []runtime.Object{peerAuth("default", "other", time.Hour, map[string]string{"app": "backend"}, disable, nil)},
+			forbid:   []string{"istio-system"},
+			want: MTLS{Mode: ModeUnknown, From: "unknown (PeerAuthentications could not be read)", Notes: []string{
+				"could not check the mesh-wide PeerAuthentication: listing peerauthentications in namespace istio-system is forbidden (kubectl auth can-i list peerauthentications.security.istio.io -n istio-system)",
+			}},
+		},
+		{
+			name:     "pod namespace forbidden: the mesh-wide mode is only a note",
+			policies: []runtime.Object{peerAuth("istio-system", "default", time.Hour, nil, strict, nil)},
+			forbid:   []string{"default"},
+			want: MTLS{Mode: ModeUnknown, From: "unknown (PeerAuthentications could not be read)", Notes: []string{
+				"could not check the namespace and workload PeerAuthentication: listing peerauthentications in namespace default is forbidden (kubectl auth can-i list peerauthentications.security.istio.io -n default)",
+				"the mesh-wide PeerAuthentication istio-system/default says STRICT; a namespace or workload policy may override it",
+			}},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := EffectiveMTLS(context.Background(), istiofake.NewSimpleClientset(tt.policies...), "", pod)
+			client := istiofake.NewSimpleClientset(tt.policies...)
+			forbidPeerAuthentications(client, tt.forbid...)
+			got, err := EffectiveMTLS(context.Background(), client, "", pod)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if !reflect.DeepEqual(*got, tt.want) {
 				t.Errorf("got  %+v\nwant %+v", *got, tt.want)
 			}
+		})
+	}
+}
+
+// forbidPeerAuthentications makes listing PeerAuthentications in namespaces
+// fail as the API server does without RBAC rights: 403 Forbidden.
+func forbidPeerAuthentications(c *istiofake.Clientset, namespaces ...string) {
+	for _, ns := range namespaces {
+		c.PrependReactor("list", "peerauthentications", func(a k8stesting.Action) (bool, runtime.Object, error) {
+			if a.GetNamespace() != ns {
+				return false, nil, nil
+			}
+			return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "security.istio.io", Resource: "peerauthentications"}, "", fmt.Errorf("User \"alice\" cannot list resource \"peerauthentications\" in API group \"security.istio.io\" in the namespace %q", ns))
 		})
 	}
 }
