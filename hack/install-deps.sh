@@ -15,6 +15,7 @@ check ip iproute2
 check hyperfine hyperfine
 check jq jq
 check curl curl
+check sudo sudo
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

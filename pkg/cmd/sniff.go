@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -55,12 +54,9 @@ type SniffOptions struct {
 	Output       string
 	Image        string
 
-	args    []string
-	sshSet  bool
-	kube    kubernetes.Interface
-	ns      string
-	home    string
-	useSudo *bool
+	args []string
+	kube kubernetes.Interface
+	ns   string
 }
 
 const sniffLong = `Capture a pod's traffic on its node and say whether it is plaintext or
@@ -137,12 +133,6 @@ func NewCmdSniff(root *options.Options) *cobra.Command {
 // Complete reads the environment and builds the client when capturing live.
 func (o *SniffOptions) Complete(cmd *cobra.Command, args []string) error {
 	o.args = args
-	for _, n := range []string{"node-address", "ssh-user", "ssh-port", "ssh-key", "ssh-known-hosts", "ssh-jump", "ssh-config", "insecure-skip-host-key-check"} {
-		if cmd.Flags().Changed(n) {
-			o.sshSet = true
-		}
-	}
-	o.home, _ = os.UserHomeDir()
 	if o.Read != "" {
 		return nil
 	}
@@ -403,140 +393,15 @@ func (o *SniffOptions) builderSelector(ctx context.Context) (string, error) {
 	return sel.String(), nil
 }
 
-// runner connects to the node over SSH or through a capture pod.
+// runner connects to the node: the engine picks SSH or a capture pod from
+// --via, the SSH flags and ssh_config.
 func (o *SniffOptions) runner(ctx context.Context, nodeName string) (sniff.Runner, error) {
-	hc, err := o.sshHostConfig(nodeName)
-	if err != nil {
-		return nil, err
-	}
-	via := o.Via
-	if via == "auto" {
-		via = "pod"
-		if o.sshSet || hc.Matched {
-			via = "ssh"
-		}
-	}
-	if via == "pod" {
-		rc, err := o.RESTConfig()
-		if err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(o.ErrOut, "starting a capture pod on node %s (image %s)\n", nodeName, o.Image)
-		return sniff.StartPodRunner(ctx, sniff.PodRunnerConfig{Kube: o.kube, REST: rc, Namespace: o.ns, Node: nodeName, Image: o.Image})
-	}
-	cfg, err := o.sshConfigFor(ctx, nodeName, hc)
-	if err != nil {
-		return nil, err
-	}
-	return sniff.DialSSH(ctx, cfg)
-}
-
-func (o *SniffOptions) sshHostConfig(host string) (sniff.SSHHostConfig, error) {
-	path := o.SSHConfig
-	if path == "" {
-		path = filepath.Join(o.home, ".ssh", "config")
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		if os.IsNotExist(err) && o.SSHConfig == "" {
-			return sniff.SSHHostConfig{}, nil
-		}
-		return sniff.SSHHostConfig{}, fmt.Errorf("reading --ssh-config: %w", err)
-	}
-	defer f.Close()
-	return sniff.ParseSSHConfig(f, host, o.home)
-}
-
-// sshConfigFor decides address, user, keys and known_hosts: flags first,
-// then ~/.ssh/config for the node's name, then the Node object.
-func (o *SniffOptions) sshConfigFor(ctx context.Context, nodeName string, hc sniff.SSHHostConfig) (sniff.SSHConfig, error) {
-	cfg := sniff.SSHConfig{Name: nodeName, Host: o.NodeAddress, Port: o.SSHPort, User: o.SSHUser, InsecureSkipHostKeyCheck: o.InsecureSkip}
-	if cfg.Host == "" {
-		cfg.Host = hc.HostName
-	}
-	if cfg.Host == "" {
-		node, err := o.kube.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
-		if err != nil {
-			return cfg, fmt.Errorf("getting node %s for its address: %w (or pass --node-address)", nodeName, err)
-		}
-		cfg.Host = nodeAddress(node)
-		if cfg.Host == "" {
-			return cfg, fmt.Errorf("node %s has no InternalIP or ExternalIP: pass --node-address", nodeName)
-		}
-		if !hc.Matched {
-			// ~/.ssh/config may know the address rather than the name.
-			if byAddr, err := o.sshHostConfig(cfg.Host); err == nil && byAddr.Matched {
-				hc = byAddr
-			}
-		}
-	}
-	if cfg.Port == 0 {
-		cfg.Port = hc.Port
-	}
-	if cfg.User == "" {
-		cfg.User = hc.User
-	}
-	if cfg.User == "" {
-		cfg.User = os.Getenv("USER")
-	}
-	cfg.KeyFiles = o.SSHKeys
-	if len(cfg.KeyFiles) == 0 {
-		cfg.KeyFiles = hc.IdentityFiles
-	}
-	if len(cfg.KeyFiles) == 0 {
-		cfg.KeyFiles = sniff.DefaultKeyFiles(o.home)
-	}
-	var existing []string
-	for _, k := range cfg.KeyFiles {
-		if _, err := os.Stat(k); err == nil || len(o.SSHKeys) > 0 {
-			existing = append(existing, k)
-		}
-	}
-	cfg.KeyFiles = existing
-	cfg.AgentSocket = os.Getenv("SSH_AUTH_SOCK")
-	cfg.KnownHosts = o.KnownHosts
-	if len(cfg.KnownHosts) == 0 {
-		cfg.KnownHosts = hc.KnownHostsFile
-	}
-	if len(cfg.KnownHosts) == 0 {
-		cfg.KnownHosts = []string{filepath.Join(o.home, ".ssh", "known_hosts")}
-	}
-	cfg.Sudo = o.useSudo
-	jump := o.SSHJump
-	if jump == "" {
-		jump = hc.ProxyJump
-	}
-	if jump != "" {
-		u, h, p := sniff.ParseUserHostPort(jump)
-		jc := sniff.SSHConfig{Name: h, Host: h, Port: p, User: u, KeyFiles: cfg.KeyFiles, AgentSocket: cfg.AgentSocket, KnownHosts: cfg.KnownHosts, InsecureSkipHostKeyCheck: cfg.InsecureSkipHostKeyCheck}
-		if jh, err := o.sshHostConfig(h); err == nil && jh.Matched {
-			if jh.HostName != "" {
-				jc.Host = jh.HostName
-			}
-			if jc.User == "" {
-				jc.User = jh.User
-			}
-			if jc.Port == 0 {
-				jc.Port = jh.Port
-			}
-		}
-		if jc.User == "" {
-			jc.User = cfg.User
-		}
-		cfg.Jump = &jc
-	}
-	return cfg, nil
-}
-
-func nodeAddress(n *corev1.Node) string {
-	for _, t := range []corev1.NodeAddressType{corev1.NodeInternalIP, corev1.NodeExternalIP, corev1.NodeHostName} {
-		for _, a := range n.Status.Addresses {
-			if a.Type == t && a.Address != "" {
-				return a.Address
-			}
-		}
-	}
-	return ""
+	return sniff.OpenRunner(ctx, sniff.TransportConfig{
+		Via: o.Via,
+		SSH: sniff.SSHSettings{Address: o.NodeAddress, User: o.SSHUser, Port: o.SSHPort, KeyFiles: o.SSHKeys,
+			KnownHosts: o.KnownHosts, Jump: o.SSHJump, ConfigFile: o.SSHConfig, InsecureSkipHostKeyCheck: o.InsecureSkip},
+		Env: sniff.DefaultSSHEnv(), Kube: o.kube, REST: o.RESTConfig, Namespace: o.ns, Image: o.Image, Notes: o.ErrOut,
+	}, nodeName)
 }
 
 // expectError is an --expect that the capture did not meet.

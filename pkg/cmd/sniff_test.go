@@ -161,7 +161,13 @@ func TestSniffLiveRejectsBeforeConnecting(t *testing.T) {
 			args: []string{"sniff", "web-3", "--ssh-user", "root"}, wantErr: "node node9 has no InternalIP or ExternalIP: pass --node-address"},
 		{name: "unknown host key file", objects: []kruntime.Object{pod("web-4", "10.0.0.5", "node1", corev1.PodRunning)},
 			args:    []string{"sniff", "web-4", "--ssh-user", "root", "--node-address", "127.0.0.1", "--ssh-port", "1", "--ssh-known-hosts", filepath.Join(home, "kh")},
-			wantErr: "cannot check the host key of node node1: no known_hosts file (" + filepath.Join(home, "kh") + "); add the node's key with `ssh-keyscan -p 1 127.0.0.1 >> " + filepath.Join(home, "kh") + "` after verifying it, or pass --insecure-skip-host-key-check"},
+			wantErr: "cannot check the host key of node node1: no known_hosts file (" + filepath.Join(home, "kh") + ", /etc/ssh/ssh_known_hosts, /etc/ssh/ssh_known_hosts2); add the node's key with `ssh-keyscan -p 1 127.0.0.1 >> " + filepath.Join(home, "kh") + "` after verifying it, or pass --insecure-skip-host-key-check"},
+		{name: "auto never makes a capture pod", objects: []kruntime.Object{pod("web-5", "10.0.0.6", "node5", corev1.PodRunning),
+			&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node5"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.0.0.9"}}}}},
+			args: []string{"sniff", "web-5", "--image", "registry.local/tcpdump:1"},
+			wantErr: `no SSH settings for node node5: no --ssh-* flag is given and ssh_config (~/.ssh/config, /etc/ssh/ssh_config) has no Host entry for node node5 or its address 10.0.0.9.
+Set up SSH: pass --ssh-user (with --ssh-key, --node-address or --ssh-jump as needed), or add "Host node5" with User and IdentityFile to ~/.ssh/config; the user must be root or may run "sudo -n tcpdump".
+Or pass --via pod: it creates a pod on node node5 in namespace default with hostNetwork, capabilities NET_RAW and NET_ADMIN and image registry.local/tcpdump:1, runs tcpdump in it and deletes it afterwards`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -174,6 +180,11 @@ func TestSniffLiveRejectsBeforeConnecting(t *testing.T) {
 			}
 			if f.Out.Len() != 0 {
 				t.Errorf("stdout: %s", f.Out)
+			}
+			for _, a := range f.Kube.Actions() {
+				if a.GetVerb() != "get" && a.GetVerb() != "list" {
+					t.Errorf("%s %s: sniff changed the cluster before connecting", a.GetVerb(), a.GetResource().Resource)
+				}
 			}
 		})
 	}

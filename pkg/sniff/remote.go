@@ -119,6 +119,13 @@ func TcpdumpArgs(spec CaptureSpec, iface string) ([]string, error) {
 // stdin (or losing the connection) always ends `cat`. Background jobs of a
 // non-interactive shell get /dev/null as stdin, hence fd 3, and ignore
 // SIGINT, hence TERM (on which tcpdump flushes just the same).
+//
+// The wrapper itself never runs as root: for a login that is not root,
+// only tcpdump runs under `sudo -n` (see SudoArgs), so a sudoers rule for
+// tcpdump alone is enough. The TERM then goes to timeout and on to sudo,
+// which relays it to tcpdump: sudo passes on signals from processes of the
+// same user that are not in the command's own process group, and the
+// wrapper's process group is the login shell's.
 const stopOnEOF = `exec 3<&0 </dev/null
 "$@" 3<&- &
 p=$!
@@ -131,14 +138,27 @@ func ShellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// RemoteCommand is the command line an SSH server runs for argv: every
-// argument quoted, wrapped so that EOF on stdin stops it, under `sudo -n`
-// when the login is not root (never prompting for a password).
-func RemoteCommand(argv []string, sudo bool) string {
-	parts := []string{"sh", "-c", ShellQuote(stopOnEOF), "sniff"}
-	if sudo {
-		parts = append([]string{"sudo", "-n"}, parts...)
+// SudoArgs puts `sudo -n` (never prompting) in front of the privileged
+// command of argv: after a leading `timeout -s SIGNAL SECONDS`, which stays
+// unprivileged, so `sudo -n tcpdump …` is all that runs as root.
+func SudoArgs(argv []string) []string {
+	i := 0
+	if len(argv) > 4 && argv[0] == "timeout" && argv[1] == "-s" {
+		i = 4
 	}
+	out := append([]string(nil), argv[:i]...)
+	out = append(out, "sudo", "-n")
+	return append(out, argv[i:]...)
+}
+
+// RemoteCommand is the command line an SSH server runs for argv: every
+// argument quoted, wrapped so that EOF on stdin stops it, with only the
+// privileged command under `sudo -n` when the login is not root.
+func RemoteCommand(argv []string, sudo bool) string {
+	if sudo {
+		argv = SudoArgs(argv)
+	}
+	parts := []string{"sh", "-c", ShellQuote(stopOnEOF), "sniff"}
 	for _, a := range argv {
 		parts = append(parts, ShellQuote(a))
 	}

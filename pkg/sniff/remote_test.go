@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -61,7 +63,7 @@ func TestTcpdumpArgs(t *testing.T) {
 
 func TestRemoteCommandQuoting(t *testing.T) {
 	got := RemoteCommand([]string{"echo", "it's", "$(x)"}, true)
-	want := `sudo -n sh -c ` + ShellQuote(stopOnEOF) + ` sniff 'echo' 'it'\''s' '$(x)'`
+	want := `sh -c ` + ShellQuote(stopOnEOF) + ` sniff 'sudo' '-n' 'echo' 'it'\''s' '$(x)'`
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
@@ -79,6 +81,80 @@ func TestRemoteCommandQuoting(t *testing.T) {
 	out, err := cmd.Output()
 	if err != nil || string(out) != "it's|$(x)|a b|" {
 		t.Errorf("shell saw %q (%v)", out, err)
+	}
+}
+
+// Only the privileged command runs under sudo: the backstop and the
+// stop-on-EOF wrapper stay the login's own, so a sudoers rule for tcpdump
+// alone is enough.
+func TestSudoArgs(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"timeout -s INT 45 tcpdump -U -w - -i any host 10.0.0.1", "timeout -s INT 45 sudo -n tcpdump -U -w - -i any host 10.0.0.1"},
+		{"tcpdump -i any", "sudo -n tcpdump -i any"},
+		{"timeout 5 tcpdump", "sudo -n timeout 5 tcpdump"},
+	}
+	for _, tt := range tests {
+		if got := strings.Join(SudoArgs(strings.Fields(tt.in)), " "); got != tt.want {
+			t.Errorf("SudoArgs(%s) = %s, want %s", tt.in, got, tt.want)
+		}
+	}
+	argv, err := TcpdumpArgs(CaptureSpec{PodIPs: []string{"10.0.0.1"}, Duration: 30 * time.Second}, "eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := RemoteCommand(argv, true)
+	want := `sh -c ` + ShellQuote(stopOnEOF) + ` sniff 'timeout' '-s' 'INT' '45' 'sudo' '-n' 'tcpdump' '-U' '-w' '-' '-s' '0' '-n' '-i' 'eth0' 'host 10.0.0.1'`
+	if got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}
+
+// With a stand-in for sudo on PATH, the wrapper (not sudo) runs first,
+// sudo gets `-n tcpdump …` and closing stdin still stops the capture.
+func TestStopOnEOFWithSudo(t *testing.T) {
+	bin := t.TempDir()
+	log := filepath.Join(bin, "log")
+	fake := "#!/bin/sh\necho \"$PPID $*\" >> " + log + "\nshift\nexec \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(bin, "sudo"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bin, "tcpdump"), []byte("#!/bin/sh\nexec sleep 30\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", RemoteCommand([]string{"timeout", "-s", "INT", "60", "tcpdump", "-i", "any"}, true))
+	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+	stdin, _ := cmd.StdinPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if b, _ := os.ReadFile(log); len(b) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatal("sudo never ran")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stdin.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("the capture did not stop on stdin EOF")
+	}
+	b, _ := os.ReadFile(log)
+	ppid, args, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
+	if args != "-n tcpdump -i any" {
+		t.Errorf("sudo ran with %q, want \"-n tcpdump -i any\"", args)
+	}
+	// sudo's parent is timeout, not the login's shell.
+	if comm, _ := os.ReadFile("/proc/" + ppid + "/comm"); len(comm) > 0 && strings.TrimSpace(string(comm)) != "timeout" {
+		t.Errorf("sudo's parent is %q, want timeout", strings.TrimSpace(string(comm)))
 	}
 }
 
@@ -138,28 +214,36 @@ Host node1 node2
   User vagrant
   Port 2222
   IdentityFile ~/.ssh/lab_key
+  IdentityFile "%d/.ssh/second key"
   ProxyJump bastion
 Host !node2 node*
   User other
+  IdentitiesOnly yes
 Host *
   User fallback
-  UserKnownHostsFile ~/.ssh/known_hosts2
+  UserKnownHostsFile ~/.ssh/known_hosts2 /etc/nodes_known
+  GlobalKnownHostsFile /etc/ssh/cluster_known_hosts
 `
-	got, err := ParseSSHConfig(strings.NewReader(cfg), "node1", "/home/u")
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		host string
+		want SSHHostConfig
+	}{
+		{"node1", SSHHostConfig{HostName: "node1.lab.internal", User: "vagrant", Port: 2222, IdentityFiles: []string{"/home/u/.ssh/lab_key", "/home/u/.ssh/second key"},
+			IdentitiesOnly: true, ProxyJump: "bastion", KnownHostsFile: []string{"/home/u/.ssh/known_hosts2", "/etc/nodes_known"},
+			GlobalKnownHostsFile: []string{"/etc/ssh/cluster_known_hosts"}, Matched: true}},
+		{"node3", SSHHostConfig{User: "other", IdentitiesOnly: true, KnownHostsFile: []string{"/home/u/.ssh/known_hosts2", "/etc/nodes_known"},
+			GlobalKnownHostsFile: []string{"/etc/ssh/cluster_known_hosts"}, Matched: true}},
+		{"10.0.0.9", SSHHostConfig{User: "fallback", KnownHostsFile: []string{"/home/u/.ssh/known_hosts2", "/etc/nodes_known"},
+			GlobalKnownHostsFile: []string{"/etc/ssh/cluster_known_hosts"}}},
 	}
-	want := SSHHostConfig{HostName: "node1.lab.internal", User: "vagrant", Port: 2222, IdentityFiles: []string{"/home/u/.ssh/lab_key"}, ProxyJump: "bastion", KnownHostsFile: []string{"/home/u/.ssh/known_hosts2"}, Matched: true}
-	if !equalHostConfig(got, want) {
-		t.Errorf("node1: got %+v\nwant %+v", got, want)
-	}
-	got, _ = ParseSSHConfig(strings.NewReader(cfg), "node3", "/home/u")
-	if got.User != "other" || got.HostName != "" || !got.Matched {
-		t.Errorf("node3: got %+v", got)
-	}
-	got, _ = ParseSSHConfig(strings.NewReader(cfg), "10.0.0.9", "/home/u")
-	if got.User != "fallback" || got.Matched {
-		t.Errorf("unlisted host: got %+v", got)
+	for _, tt := range tests {
+		got, err := ParseSSHConfig(cfg, tt.host, "/home/u")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%s: got  %+v\nwant %+v", tt.host, got, tt.want)
+		}
 	}
 	for in, want := range map[string][3]string{
 		"root@10.0.0.1:2200": {"root", "10.0.0.1", "2200"},
@@ -171,12 +255,9 @@ Host *
 			t.Errorf("%s: got %s %s %d", in, u, h, p)
 		}
 	}
-}
-
-func equalHostConfig(a, b SSHHostConfig) bool {
-	return a.HostName == b.HostName && a.User == b.User && a.Port == b.Port &&
-		strings.Join(a.IdentityFiles, ",") == strings.Join(b.IdentityFiles, ",") &&
-		a.ProxyJump == b.ProxyJump && strings.Join(a.KnownHostsFile, ",") == strings.Join(b.KnownHostsFile, ",") && a.Matched == b.Matched
+	if _, err := ParseSSHConfig("Match exec \"true\"\n  User x\n", "node1", "/home/u"); err == nil {
+		t.Error("Match exec was accepted")
+	}
 }
 
 // stubRunner replays a capture, recording what it was asked to run.

@@ -3,21 +3,16 @@ package sniff
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/agent"
-	"golang.org/x/crypto/ssh/knownhosts"
 )
 
 // Runner runs commands on a node. SSH and `--via pod` implement it; tests
@@ -50,14 +45,21 @@ type SSHConfig struct {
 	Host string
 	Port int
 	User string
-	// KnownHosts are known_hosts files; the first is named in hints.
-	KnownHosts []string
+	// KnownHosts are the user's known_hosts files (the first is named in
+	// hints); GlobalKnownHosts the system's. Host keys are checked against
+	// all of them that exist.
+	KnownHosts       []string
+	GlobalKnownHosts []string
 	// InsecureSkipHostKeyCheck accepts any host key.
 	InsecureSkipHostKeyCheck bool
-	// KeyFiles are private keys to offer, after the agent's.
-	KeyFiles []string
-	// AgentSocket is ssh-agent's socket ("" for none).
-	AgentSocket string
+	// KeyFiles are private keys offered first, in order (--ssh-key, then
+	// ssh_config's IdentityFile); then ssh-agent's keys, unless
+	// IdentitiesOnly; then FallbackKeyFiles (~/.ssh/id_*), which are
+	// skipped when unreadable.
+	KeyFiles         []string
+	IdentitiesOnly   bool
+	AgentSocket      string
+	FallbackKeyFiles []string
 	// Jump is an optional bastion to go through.
 	Jump *SSHConfig
 	// Sudo runs capture commands under `sudo -n`; Auto when the login is not root.
@@ -134,14 +136,18 @@ func DialSSH(ctx context.Context, cfg SSHConfig) (*SSHRunner, error) {
 }
 
 func dialClient(ctx context.Context, cfg *SSHConfig, conn net.Conn) (*ssh.Client, error) {
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 15 * time.Second
+	}
 	hostKey, algos, err := hostKeyCallback(cfg)
 	if err != nil {
 		return nil, err
 	}
-	auth, err := authMethods(cfg)
+	auth, authDone, err := authMethods(cfg)
 	if err != nil {
 		return nil, err
 	}
+	defer authDone()
 	cc := &ssh.ClientConfig{
 		User:              cfg.User,
 		Auth:              auth,
@@ -172,141 +178,6 @@ func dialClient(ctx context.Context, cfg *SSHConfig, conn net.Conn) (*ssh.Client
 	}
 	conn.SetDeadline(time.Time{})
 	return ssh.NewClient(c, chans, reqs), nil
-}
-
-// hostKeyCallback checks the server's key against known_hosts and returns
-// the key algorithms known for the host, so the server presents a key of a
-// type we can check rather than one we would wrongly call changed.
-func hostKeyCallback(cfg *SSHConfig) (ssh.HostKeyCallback, []string, error) {
-	if cfg.InsecureSkipHostKeyCheck {
-		return ssh.InsecureIgnoreHostKey(), nil, nil
-	}
-	var files []string
-	for _, f := range cfg.KnownHosts {
-		if _, err := os.Stat(f); err == nil {
-			files = append(files, f)
-		}
-	}
-	hint := "~/.ssh/known_hosts"
-	if len(cfg.KnownHosts) > 0 {
-		hint = cfg.KnownHosts[0]
-	}
-	if len(files) == 0 {
-		return nil, nil, &HostKeyError{msg: fmt.Sprintf("cannot check the host key of %s: no known_hosts file (%s); add the node's key with `ssh-keyscan -p %d %s >> %s` after verifying it, or pass --insecure-skip-host-key-check", nodeName(cfg), strings.Join(cfg.KnownHosts, ", "), portOr22(cfg.Port), cfg.Host, hint)}
-	}
-	cb, err := knownhosts.New(files...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("reading known_hosts %s: %w", strings.Join(files, ", "), err)
-	}
-	algos := knownAlgorithms(cb, cfg.Addr())
-	check := func(host string, remote net.Addr, key ssh.PublicKey) error {
-		err := cb(host, remote, key)
-		var ke *knownhosts.KeyError
-		var re *knownhosts.RevokedError
-		switch {
-		case err == nil:
-			return nil
-		case errors.As(err, &re):
-			return &HostKeyError{err: err, msg: fmt.Sprintf("the host key of %s (%s) is revoked in %s: refusing to connect", nodeName(cfg), cfg.Addr(), re.Revoked.Filename)}
-		case errors.As(err, &ke) && len(ke.Want) == 0:
-			return &HostKeyError{err: err, msg: fmt.Sprintf("the host key of %s (%s) is not in %s: verify its fingerprint %s and add it (`ssh-keyscan -p %d %s >> %s`), or pass --insecure-skip-host-key-check", nodeName(cfg), cfg.Addr(), strings.Join(files, ", "), ssh.FingerprintSHA256(key), portOr22(cfg.Port), cfg.Host, hint)}
-		case errors.As(err, &ke):
-			w := ke.Want[0]
-			return &HostKeyError{err: err, msg: fmt.Sprintf("the host key of %s (%s) has CHANGED: it is %s but %s:%d says otherwise; someone may be intercepting the connection. Nothing was run. If the node was reinstalled, remove the old key with `ssh-keygen -R %s -f %s` and add the new one", nodeName(cfg), cfg.Addr(), ssh.FingerprintSHA256(key), w.Filename, w.Line, knownhosts.Normalize(cfg.Addr()), w.Filename)}
-		}
-		return &HostKeyError{err: err, msg: fmt.Sprintf("checking the host key of %s: %v", nodeName(cfg), err)}
-	}
-	return check, algos, nil
-}
-
-func nodeName(cfg *SSHConfig) string {
-	if cfg.Name != "" && cfg.Name != cfg.Host {
-		return "node " + cfg.Name
-	}
-	return cfg.Host
-}
-
-func portOr22(p int) int {
-	if p == 0 {
-		return 22
-	}
-	return p
-}
-
-// knownAlgorithms lists the host key algorithms known_hosts has for addr,
-// found by asking the callback about a key it cannot know.
-func knownAlgorithms(cb ssh.HostKeyCallback, addr string) []string {
-	pub, _, _ := ed25519.GenerateKey(nil)
-	probe, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		return nil
-	}
-	tcp, _ := net.ResolveTCPAddr("tcp", addr)
-	if tcp == nil {
-		tcp = &net.TCPAddr{}
-	}
-	var ke *knownhosts.KeyError
-	if !errors.As(cb(addr, tcp, probe), &ke) || len(ke.Want) == 0 {
-		return nil
-	}
-	var algos []string
-	seen := map[string]bool{}
-	for _, k := range ke.Want {
-		t := k.Key.Type()
-		names := []string{t}
-		if t == ssh.KeyAlgoRSA {
-			names = []string{ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA}
-		}
-		for _, n := range names {
-			if !seen[n] {
-				seen[n] = true
-				algos = append(algos, n)
-			}
-		}
-	}
-	return algos
-}
-
-func authMethods(cfg *SSHConfig) ([]ssh.AuthMethod, error) {
-	var signers []ssh.Signer
-	if cfg.AgentSocket != "" {
-		if conn, err := net.Dial("unix", cfg.AgentSocket); err == nil {
-			if s, err := agent.NewClient(conn).Signers(); err == nil {
-				signers = append(signers, s...)
-			}
-		}
-	}
-	for _, f := range cfg.KeyFiles {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("reading SSH key: %w", err)
-		}
-		s, err := ssh.ParsePrivateKey(b)
-		var pp *ssh.PassphraseMissingError
-		if errors.As(err, &pp) {
-			return nil, fmt.Errorf("SSH key %s is protected by a passphrase: load it into ssh-agent (ssh-add %s) instead", f, f)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("parsing SSH key %s: %w", f, err)
-		}
-		signers = append(signers, s)
-	}
-	if len(signers) == 0 {
-		return nil, fmt.Errorf("no SSH credentials for %s: start ssh-agent with your key loaded, or pass --ssh-key", cfg.Addr())
-	}
-	return []ssh.AuthMethod{ssh.PublicKeys(signers...)}, nil
-}
-
-// DefaultKeyFiles are the usual private keys in ~/.ssh that exist.
-func DefaultKeyFiles(home string) []string {
-	var out []string
-	for _, n := range []string{"id_ed25519", "id_ecdsa", "id_rsa"} {
-		p := filepath.Join(home, ".ssh", n)
-		if _, err := os.Stat(p); err == nil {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 // Describe names the node.
@@ -454,7 +325,7 @@ type RemoteExitError struct {
 
 func (e *RemoteExitError) Error() string {
 	if strings.Contains(e.Stderr, "sudo") && strings.Contains(e.Stderr, "password") {
-		return fmt.Sprintf("sudo on the node needs a password (exit %d): log in as root (--ssh-user root) or allow passwordless sudo for tcpdump", e.Status)
+		return fmt.Sprintf("sudo on the node asks for a password (exit %d): allow tcpdump without one, e.g. with the sudoers rule `USER ALL=(root) NOPASSWD: /usr/bin/tcpdump` (the path of tcpdump on the node), or log in as root (--ssh-user root)", e.Status)
 	}
 	return fmt.Sprintf("the capture command failed on the node (exit %d): %s", e.Status, lastLines(e.Stderr, 3))
 }
