@@ -31,7 +31,36 @@ type Bundle struct {
 	Origin string
 	Chain  []*x509.Certificate
 	Roots  []*x509.Certificate
+	// Identity is the identity a dump files the certificates under
+	// (ztunnel's certificates[].identity); empty for a sidecar's.
+	Identity string
+	// State is the state the dump gives them: ACTIVE or WARMING for Envoy's
+	// secret "default", ztunnel's Available, Initializing or Unavailable.
+	// A bundle that is not ready has no Chain.
+	State string
+	// Secrets are all secrets of an Envoy dump, with their states.
+	Secrets []SecretStatus
+
+	// trustDomains names the trust domain of roots the dump files under
+	// one (SPIRE federation), by fingerprint.
+	trustDomains map[string]trustDomain
 }
+
+type trustDomain struct{ name, from string }
+
+func (b *Bundle) setTrustDomain(root *x509.Certificate, name, from string) {
+	if b.trustDomains == nil {
+		b.trustDomains = map[string]trustDomain{}
+	}
+	b.trustDomains[Fingerprint(root)] = trustDomain{name, from}
+}
+
+// Where a root's trust domain was read from.
+const (
+	TrustDomainFromValidator = "spiffe-validator" // Envoy's SPIFFE validator config
+	TrustDomainFromURI       = "uri-san"          // the root's spiffe:// URI SAN
+	TrustDomainFromSubject   = "subject"          // the root's O= (istiod's CA convention)
+)
 
 // Role of a certificate in the bundle.
 const (
@@ -72,6 +101,9 @@ type Certificate struct {
 	TimeLeftSeconds int64  `json:"timeLeftSeconds"`
 	Status          string `json:"status"`
 	SHA256          string `json:"sha256Fingerprint"`
+	// TrustDomain of a root, and where it was read from (TrustDomainFrom*).
+	TrustDomain     string `json:"trustDomain,omitempty"`
+	TrustDomainFrom string `json:"trustDomainFrom,omitempty"`
 
 	cert *x509.Certificate
 }
@@ -87,17 +119,21 @@ type SPIFFEID struct {
 	ServiceAccount string `json:"serviceAccount,omitempty"`
 }
 
-// Check is one line of a verdict.
+// Check is one line of a verdict. A skipped check (nothing to compare
+// against) is neither a pass nor a failure.
 type Check struct {
 	Name    string `json:"name"`
 	OK      bool   `json:"ok"`
+	Skipped bool   `json:"skipped,omitempty"`
 	Message string `json:"message"`
 }
 
-// Verdict sums up the checks; OK only when every check passed. Warnings do
-// not fail it.
+// Verdict sums up the checks; OK only when no check failed. Skipped checks
+// and warnings do not fail it. Pending means there is no certificate yet
+// (a warming secret, an initializing ztunnel identity): not OK, not broken.
 type Verdict struct {
 	OK       bool     `json:"ok"`
+	Pending  bool     `json:"pending,omitempty"`
 	Checks   []Check  `json:"checks"`
 	Warnings []string `json:"warnings,omitempty"`
 }
@@ -106,7 +142,7 @@ type Verdict struct {
 func (v Verdict) Failures() []string {
 	var out []string
 	for _, c := range v.Checks {
-		if !c.OK {
+		if !c.OK && !c.Skipped {
 			out = append(out, c.Message)
 		}
 	}
@@ -122,12 +158,16 @@ type Workload struct {
 
 // Report is the result for one workload.
 type Report struct {
-	Workload     *Workload     `json:"workload,omitempty"`
-	Source       Source        `json:"source"`
-	Origin       string        `json:"origin"`
-	MTLS         *MTLS         `json:"mtls,omitempty"`
-	Certificates []Certificate `json:"certificates"`
-	Verdict      Verdict       `json:"verdict"`
+	Workload *Workload `json:"workload,omitempty"`
+	Source   Source    `json:"source"`
+	Origin   string    `json:"origin"`
+	// Identity, State and Secrets are what a dump says (see Bundle).
+	Identity     string         `json:"identity,omitempty"`
+	State        string         `json:"state,omitempty"`
+	Secrets      []SecretStatus `json:"secrets,omitempty"`
+	MTLS         *MTLS          `json:"mtls,omitempty"`
+	Certificates []Certificate  `json:"certificates"`
+	Verdict      Verdict        `json:"verdict"`
 
 	bundle *Bundle
 }
@@ -137,6 +177,9 @@ func (r *Report) Bundle() *Bundle { return r.bundle }
 
 // Name is how the report's workload is called in messages.
 func (r *Report) Name() string {
+	if r.Workload == nil && r.Identity != "" {
+		return r.Identity + " in " + r.Origin
+	}
 	if r.Workload == nil {
 		return r.Origin
 	}

@@ -33,8 +33,10 @@ func Compare(a, b *Report) Comparison {
 			c.SharedRoot = true
 		}
 	}
-	c.AToB = verifyChain(&Bundle{Chain: ba.Chain, Roots: bb.Roots}) == nil
-	c.BToA = verifyChain(&Bundle{Chain: bb.Chain, Roots: ba.Roots}) == nil
+	_, errAB := verifyChain(&Bundle{Chain: ba.Chain, Roots: bb.Roots})
+	c.AToB = errAB == nil
+	_, errBA := verifyChain(&Bundle{Chain: bb.Chain, Roots: ba.Roots})
+	c.BToA = errBA == nil
 	c.OK = c.AToB && c.BToA
 	switch {
 	case c.SharedRoot && c.OK:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -51,9 +52,10 @@ type Config struct {
 }
 
 // Inspect reads the certificates of pod (nil only with SourceFile) and judges
-// them. An error means no certificates could be read; a failed verdict is in
-// the report.
-func Inspect(ctx context.Context, c Clients, cfg Config, pod *corev1.Pod) (*Report, error) {
+// them: one report, or one per identity of a dump that holds several. With
+// a pod, only the dump's identities of that pod are kept. An error means no
+// certificates could be read; a failed verdict is in the report.
+func Inspect(ctx context.Context, c Clients, cfg Config, pod *corev1.Pod) ([]*Report, error) {
 	if cfg.AdminPort == 0 {
 		cfg.AdminPort = DefaultAdminPort
 	}
@@ -61,30 +63,63 @@ func Inspect(ctx context.Context, c Clients, cfg Config, pod *corev1.Pod) (*Repo
 		cfg.Source = SourceAuto
 	}
 	if pod == nil && cfg.Source != SourceFile {
-		return nil, errors.New("no pod given: name a pod, TYPE/NAME or -l SELECTOR, or read PEM files with --file")
+		return nil, errors.New("no pod given: name a pod, TYPE/NAME or -l SELECTOR, or read PEM files or a saved dump with --file")
 	}
 	if pod != nil && cfg.Source != SourceFile {
 		if err := CheckPod(pod); err != nil {
 			return nil, err
 		}
 	}
-	b, err := fetch(ctx, c, cfg, pod)
+	bundles, err := fetch(ctx, c, cfg, pod)
 	if err != nil {
 		return nil, err
 	}
-	r := &Report{Source: b.Source, Origin: b.Origin, bundle: b}
 	expect := Expect{}
+	var workload *Workload
+	var mtls *MTLS
 	if pod != nil {
-		r.Workload = &Workload{Namespace: pod.Namespace, Pod: pod.Name, ServiceAccount: ServiceAccount(pod)}
+		workload = &Workload{Namespace: pod.Namespace, Pod: pod.Name, ServiceAccount: ServiceAccount(pod)}
 		expect = Expect{Namespace: pod.Namespace, ServiceAccount: ServiceAccount(pod)}
+		if bundles, err = forPod(bundles, expect, pod); err != nil {
+			return nil, err
+		}
 		if c.Istio != nil {
-			if r.MTLS, err = EffectiveMTLS(ctx, c.Istio, cfg.RootNamespace, pod); err != nil {
+			if mtls, err = EffectiveMTLS(ctx, c.Istio, cfg.RootNamespace, pod); err != nil {
 				return nil, fmt.Errorf("reading the mTLS mode of pod %s/%s: %w", pod.Namespace, pod.Name, err)
 			}
 		}
 	}
-	r.Certificates, r.Verdict = Evaluate(b, expect, cfg.Now)
-	return r, nil
+	reports := make([]*Report, 0, len(bundles))
+	for _, b := range bundles {
+		r := &Report{Workload: workload, MTLS: mtls, Source: b.Source, Origin: b.Origin, Identity: b.Identity, State: b.State, Secrets: b.Secrets, bundle: b}
+		r.Certificates, r.Verdict = Evaluate(b, expect, cfg.Now)
+		reports = append(reports, r)
+	}
+	return reports, nil
+}
+
+// forPod keeps the identities of a multi-identity dump (ztunnel's) that are
+// the pod's; a single bundle is kept whatever it says, so a wrong identity
+// fails the identity check instead of vanishing.
+func forPod(bundles []*Bundle, e Expect, pod *corev1.Pod) ([]*Bundle, error) {
+	if len(bundles) < 2 {
+		return bundles, nil
+	}
+	var out []*Bundle
+	var ids []string
+	for _, b := range bundles {
+		ids = append(ids, b.Identity)
+		if u, err := url.Parse(b.Identity); err == nil && u.Scheme == "spiffe" {
+			if id := ParseSPIFFEID(u); id.Namespace == e.Namespace && id.ServiceAccount == e.ServiceAccount {
+				out = append(out, b)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("the dump has no identity of pod %s/%s (namespace %s, service account %s) among %s; leave out the pod to see them all",
+			pod.Namespace, pod.Name, e.Namespace, e.ServiceAccount, strings.Join(ids, ", "))
+	}
+	return out, nil
 }
 
 // ServiceAccount is the pod's service account, "default" when unset.
@@ -132,10 +167,19 @@ func HasProxy(pod *corev1.Pod) bool {
 	return false
 }
 
-func fetch(ctx context.Context, c Clients, cfg Config, pod *corev1.Pod) (*Bundle, error) {
-	switch cfg.Source {
-	case SourceFile:
+func fetch(ctx context.Context, c Clients, cfg Config, pod *corev1.Pod) ([]*Bundle, error) {
+	if cfg.Source == SourceFile {
 		return LoadFiles(cfg.Files)
+	}
+	b, err := fetchPod(ctx, c, cfg, pod)
+	if err != nil {
+		return nil, err
+	}
+	return []*Bundle{b}, nil
+}
+
+func fetchPod(ctx context.Context, c Clients, cfg Config, pod *corev1.Pod) (*Bundle, error) {
+	switch cfg.Source {
 	case SourceEnvoy:
 		return fetchEnvoy(ctx, c, cfg, pod)
 	case SourceLegacy:

@@ -94,12 +94,12 @@ func TestInspect(t *testing.T) {
 			name: "malformed is not retried", pod: meshPod("p", true, corev1.PodRunning), fwd: &stubForwarder{body: []byte("[")}, exec: legacy,
 			wantErr: "reading the Envoy admin config_dump of pod default/p (port 15000): malformed config_dump: ",
 		},
-		{name: "no pod", fwd: &stubForwarder{}, wantErr: "no pod given: name a pod, TYPE/NAME or -l SELECTOR, or read PEM files with --file"},
+		{name: "no pod", fwd: &stubForwarder{}, wantErr: "no pod given: name a pod, TYPE/NAME or -l SELECTOR, or read PEM files or a saved dump with --file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := Config{Source: tt.source, Now: now}
-			r, err := Inspect(context.Background(), Clients{Forwarder: tt.fwd, Executor: tt.exec}, cfg, tt.pod)
+			rs, err := Inspect(context.Background(), Clients{Forwarder: tt.fwd, Executor: tt.exec}, cfg, tt.pod)
 			if tt.wantErr != "" {
 				if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) {
 					t.Fatalf("error = %v\nwant %s", err, tt.wantErr)
@@ -109,6 +109,10 @@ func TestInspect(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if len(rs) != 1 {
+				t.Fatalf("%d reports, want 1", len(rs))
+			}
+			r := rs[0]
 			if r.Source != tt.wantSource || !r.Verdict.OK {
 				t.Errorf("source %s verdict %+v", r.Source, r.Verdict)
 			}

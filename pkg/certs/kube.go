@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -233,4 +234,48 @@ func (k *Kube) classify(ctx context.Context, pod *corev1.Pod, sub string, err er
 		return &ForbiddenError{Namespace: pod.Namespace, Pod: pod.Name, Subresource: sub, Err: errors.New("forbidden by RBAC")}
 	}
 	return err
+}
+
+// LazyKube is a Kube built on first use, so commands that never reach a pod
+// need no REST config.
+type LazyKube struct {
+	Config func() (*rest.Config, error)
+	Client kubernetes.Interface
+
+	once sync.Once
+	k    *Kube
+	err  error
+}
+
+var _ Forwarder = (*LazyKube)(nil)
+var _ Executor = (*LazyKube)(nil)
+
+func (l *LazyKube) get() (*Kube, error) {
+	l.once.Do(func() {
+		cfg, err := l.Config()
+		if err != nil {
+			l.err = err
+			return
+		}
+		l.k = &Kube{Config: cfg, Client: l.Client}
+	})
+	return l.k, l.err
+}
+
+// Get is Kube.Get.
+func (l *LazyKube) Get(ctx context.Context, pod *corev1.Pod, port int, path string) ([]byte, error) {
+	k, err := l.get()
+	if err != nil {
+		return nil, err
+	}
+	return k.Get(ctx, pod, port, path)
+}
+
+// Exec is Kube.Exec.
+func (l *LazyKube) Exec(ctx context.Context, pod *corev1.Pod, container string, command []string) ([]byte, error) {
+	k, err := l.get()
+	if err != nil {
+		return nil, err
+	}
+	return k.Exec(ctx, pod, container, command)
 }

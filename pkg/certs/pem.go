@@ -56,10 +56,12 @@ func EncodePEM(certs []*x509.Certificate) []byte {
 // /etc/certs mount, OUTPUT_CERTS and the istio-ca-root-cert ConfigMap.
 var rootFileNames = map[string]bool{"root-cert.pem": true, "ca-cert.pem": true, "root-cert.crt": true}
 
-// LoadFiles builds a Bundle from PEM files and directories. In a directory
-// every *.pem, *.crt and *.cert file is read. Files named like Istio's root
-// files (root-cert.pem) hold trust roots; the rest is the chain, leaf first.
-func LoadFiles(paths []string) (*Bundle, error) {
+// LoadFiles builds bundles from files and directories. PEM files together
+// make one bundle: files named like Istio's root files (root-cert.pem) hold
+// trust roots, the rest is the chain, leaf first. In a directory every
+// *.pem, *.crt and *.cert file is read. A JSON file is a saved dump (see
+// ParseDump) and gives its own bundles.
+func LoadFiles(paths []string) ([]*Bundle, error) {
 	if len(paths) == 0 {
 		return nil, errors.New("no --file given")
 	}
@@ -95,26 +97,51 @@ func LoadFiles(paths []string) (*Bundle, error) {
 		})
 		files = append(files, found...)
 	}
-	b := &Bundle{Source: SourceFile, Origin: "file " + strings.Join(paths, ", ")}
+	var out []*Bundle
+	var pemFiles []string
+	b := &Bundle{Source: SourceFile}
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			return nil, fmt.Errorf("reading --file %s: %w", f, err)
+		}
+		if IsDump(data) {
+			dumps, kind, err := ParseDump(data)
+			if err != nil {
+				return nil, fmt.Errorf("reading --file %s: %w", f, err)
+			}
+			for _, d := range dumps {
+				d.Origin = fmt.Sprintf("file %s (%s)", f, kind)
+			}
+			out = append(out, dumps...)
+			continue
 		}
 		if !bytes.Contains(data, []byte("-----BEGIN CERTIFICATE-----")) && isKeyOnly(data) {
 			continue // key.pem in an OUTPUT_CERTS directory
 		}
 		certs, err := ParsePEM(data)
 		if err != nil {
-			return nil, fmt.Errorf("reading --file %s: %w", f, err)
+			return nil, fmt.Errorf("reading --file %s: %w; --file takes PEM certificates or %s", f, err, DumpFormats)
 		}
+		pemFiles = append(pemFiles, f)
 		if rootFileNames[filepath.Base(f)] {
 			b.Roots = append(b.Roots, certs...)
 		} else {
 			b.Chain = append(b.Chain, certs...)
 		}
 	}
-	return splitRoots(b)
+	if len(pemFiles) == 0 && len(out) > 0 {
+		return out, nil
+	}
+	b.Origin = "file " + strings.Join(pemFiles, ", ")
+	if len(pemFiles) == len(files) {
+		b.Origin = "file " + strings.Join(paths, ", ")
+	}
+	b, err := splitRoots(b)
+	if err != nil {
+		return nil, err
+	}
+	return append([]*Bundle{b}, out...), nil
 }
 
 func isKeyOnly(data []byte) bool {

@@ -38,13 +38,13 @@ func TestLoadFiles(t *testing.T) {
 		{name: "chain with appended self-signed root", paths: []string{chainOnly}, chain: 1, roots: 1},
 		{name: "missing", paths: []string{"testdata/nope.pem"}, wantErr: "reading --file testdata/nope.pem: stat testdata/nope.pem: no such file or directory"},
 		{name: "empty directory", paths: []string{empty}, wantErr: "--file directory " + empty + " has no *.pem, *.crt or *.cert files"},
-		{name: "not PEM", paths: []string{garbage}, wantErr: "reading --file " + garbage + ": no PEM certificate found"},
+		{name: "not PEM", paths: []string{garbage}, wantErr: "reading --file " + garbage + ": no PEM certificate found; --file takes PEM certificates or " + DumpFormats},
 		{name: "roots only", paths: []string{rootOnly}, wantErr: "only root certificates found, no workload certificate chain"},
 		{name: "none", wantErr: "no --file given"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b, err := LoadFiles(tt.paths)
+			bs, err := LoadFiles(tt.paths)
 			if tt.wantErr != "" {
 				if err == nil || err.Error() != tt.wantErr {
 					t.Fatalf("error = %v, want %q", err, tt.wantErr)
@@ -54,6 +54,10 @@ func TestLoadFiles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if len(bs) != 1 {
+				t.Fatalf("%d bundles, want 1", len(bs))
+			}
+			b := bs[0]
 			if len(b.Chain) != tt.chain || len(b.Roots) != tt.roots {
 				t.Errorf("chain %d roots %d, want %d %d", len(b.Chain), len(b.Roots), tt.chain, tt.roots)
 			}

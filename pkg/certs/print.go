@@ -55,6 +55,9 @@ func Print(w io.Writer, format string, res Result) error {
 				fmt.Fprintf(w, "# %s\n", r.Name())
 			}
 			b := r.Bundle()
+			if len(b.Chain) == 0 {
+				continue // pending: nothing to print
+			}
 			if _, err := w.Write(EncodePEM(append(b.Chain[:len(b.Chain):len(b.Chain)], b.Roots...))); err != nil {
 				return err
 			}
@@ -92,6 +95,19 @@ func printReport(w io.Writer, wide bool, r *Report) error {
 		fmt.Fprintf(tw, "Pod:\t%s/%s (service account %s)\n", r.Workload.Namespace, r.Workload.Pod, r.Workload.ServiceAccount)
 	}
 	fmt.Fprintf(tw, "Source:\t%s\n", r.Origin)
+	if r.Identity != "" {
+		fmt.Fprintf(tw, "Identity:\t%s\n", r.Identity)
+	}
+	if r.State != "" {
+		fmt.Fprintf(tw, "State:\t%s\n", r.State)
+	}
+	if len(r.Secrets) > 0 {
+		parts := make([]string, len(r.Secrets))
+		for i, s := range r.Secrets {
+			parts[i] = s.Name + " " + s.State
+		}
+		fmt.Fprintf(tw, "Secrets:\t%s\n", strings.Join(parts, ", "))
+	}
 	if m := r.MTLS; m != nil {
 		fmt.Fprintf(tw, "mTLS:\t%s, from %s\n", m.Mode, m.From)
 		for _, p := range m.Ports {
@@ -102,46 +118,82 @@ func printReport(w io.Writer, wide bool, r *Report) error {
 		return err
 	}
 	fmt.Fprintln(w)
-
-	tw = printers.GetNewTabWriter(w)
-	cols := []string{"ROLE", "SUBJECT", "SPIFFE ID", "ISSUER"}
-	if wide {
-		cols = append(cols, "SERIAL", "KEY", "SIGNATURE", "NOT BEFORE")
-	}
-	cols = append(cols, "NOT AFTER", "TIME LEFT", "STATUS")
-	if wide {
-		cols = append(cols, "SHA-256 FINGERPRINT")
-	}
-	fmt.Fprintln(tw, strings.Join(cols, "\t"))
-	for _, c := range r.Certificates {
-		row := []string{c.Role, orDash(c.Subject), orDash(c.SPIFFEID), orDash(c.Issuer)}
-		if wide {
-			row = append(row, c.Serial, c.KeyType, c.SignatureAlgorithm, c.NotBefore.Format(time.RFC3339))
+	if len(r.Certificates) > 0 {
+		if err := printCertificates(w, wide, r.Certificates); err != nil {
+			return err
 		}
-		row = append(row, c.NotAfter.Format(time.RFC3339), TimeLeft(c.TimeLeft), c.Status)
-		if wide {
-			row = append(row, c.SHA256)
-		}
-		fmt.Fprintln(tw, strings.Join(row, "\t"))
+		fmt.Fprintln(w)
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	fmt.Fprintln(w)
 
 	verdict := "OK"
-	if !r.Verdict.OK {
+	switch {
+	case r.Verdict.Pending:
+		verdict = "PENDING"
+	case !r.Verdict.OK:
 		verdict = "FAILED"
 	}
 	fmt.Fprintf(w, "Verdict:  %s\n", verdict)
 	for _, c := range r.Verdict.Checks {
 		mark := "ok  "
-		if !c.OK {
+		switch {
+		case c.Skipped:
+			mark = "skip"
+		case !c.OK:
 			mark = "FAIL"
 		}
 		fmt.Fprintf(w, "  %s  %s: %s\n", mark, c.Name, c.Message)
 	}
 	return nil
+}
+
+// printCertificates is the table of certificates; with several roots (one
+// per trust domain in a federation) it says which trust domain each stands
+// for.
+func printCertificates(w io.Writer, wide bool, certs []Certificate) error {
+	roots := 0
+	for _, c := range certs {
+		if c.Role == RoleRoot {
+			roots++
+		}
+	}
+	tw := printers.GetNewTabWriter(w)
+	cols := []string{"ROLE", "SUBJECT", "SPIFFE ID", "ISSUER"}
+	if wide {
+		cols = append(cols, "SERIAL", "KEY", "SIGNATURE", "NOT BEFORE")
+	}
+	cols = append(cols, "NOT AFTER", "TIME LEFT", "STATUS")
+	if roots > 1 {
+		cols = append(cols, "TRUST DOMAIN")
+	}
+	if wide {
+		cols = append(cols, "SHA-256 FINGERPRINT")
+	}
+	fmt.Fprintln(tw, strings.Join(cols, "\t"))
+	for _, c := range certs {
+		row := []string{c.Role, orDash(c.Subject), orDash(c.SPIFFEID), orDash(c.Issuer)}
+		if wide {
+			row = append(row, c.Serial, c.KeyType, c.SignatureAlgorithm, c.NotBefore.Format(time.RFC3339))
+		}
+		row = append(row, c.NotAfter.Format(time.RFC3339), TimeLeft(c.TimeLeft), c.Status)
+		if roots > 1 {
+			row = append(row, trustDomainCell(c))
+		}
+		if wide {
+			row = append(row, c.SHA256)
+		}
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
+	}
+	return tw.Flush()
+}
+
+func trustDomainCell(c Certificate) string {
+	switch {
+	case c.Role != RoleRoot || c.TrustDomain == "":
+		return "-"
+	case c.TrustDomainFrom == TrustDomainFromSubject:
+		return c.TrustDomain + " (from subject)"
+	}
+	return c.TrustDomain
 }
 
 // TimeLeft is a duration as kubectl writes ages; negative (expired) with a

@@ -116,13 +116,15 @@ func ParseSPIFFEID(u *url.URL) *SPIFFEID {
 
 // Expect is what the certificates should say about the workload.
 type Expect struct {
-	// Namespace and ServiceAccount of the pod; empty skips the identity check.
+	// Namespace and ServiceAccount of the pod; empty when there is no pod
+	// (a file): the identity check is then skipped.
 	Namespace      string
 	ServiceAccount string
 }
 
 // Check names in a Verdict.
 const (
+	CheckState    = "state"
 	CheckChain    = "chain"
 	CheckValidity = "validity"
 	CheckIdentity = "identity"
@@ -130,6 +132,9 @@ const (
 
 // Evaluate describes every certificate of b and judges it at time now.
 func Evaluate(b *Bundle, expect Expect, now time.Time) ([]Certificate, Verdict) {
+	if len(b.Chain) == 0 {
+		return nil, pendingVerdict(b)
+	}
 	var certs []Certificate
 	for i, c := range b.Chain {
 		role := RoleIntermediate
@@ -139,7 +144,9 @@ func Evaluate(b *Bundle, expect Expect, now time.Time) ([]Certificate, Verdict) 
 		certs = append(certs, Describe(c, role, now))
 	}
 	for _, c := range b.Roots {
-		certs = append(certs, Describe(c, RoleRoot, now))
+		d := Describe(c, RoleRoot, now)
+		d.TrustDomain, d.TrustDomainFrom = b.rootTrustDomain(c)
+		certs = append(certs, d)
 	}
 	v := Verdict{OK: true}
 	add := func(name string, err error, okMsg string) {
@@ -150,10 +157,13 @@ func Evaluate(b *Bundle, expect Expect, now time.Time) ([]Certificate, Verdict) 
 		}
 		v.Checks = append(v.Checks, c)
 	}
-	add(CheckChain, verifyChain(b), chainOK(b))
+	root, err := verifyChain(b)
+	add(CheckChain, err, chainOK(b, root))
 	add(CheckValidity, validity(certs, now), validityOK(certs[0], now))
 	if expect.Namespace != "" {
 		add(CheckIdentity, identity(certs[0], expect), "identity "+certs[0].SPIFFEID+" matches the pod's namespace and service account")
+	} else {
+		v.Checks = append(v.Checks, Check{Name: CheckIdentity, Skipped: true, Message: noPod(certs[0])})
 	}
 	for _, c := range certs {
 		if c.Status == StatusExpiring {
@@ -163,8 +173,44 @@ func Evaluate(b *Bundle, expect Expect, now time.Time) ([]Certificate, Verdict) 
 	return certs, v
 }
 
-func chainOK(b *Bundle) string {
-	return fmt.Sprintf("chain verifies to root %q (SHA-256 %s)", b.Roots[0].Subject.String(), short(Fingerprint(b.Roots[0])))
+func chainOK(b *Bundle, root *x509.Certificate) string {
+	if root == nil {
+		root = b.Roots[0]
+	}
+	msg := fmt.Sprintf("chain verifies to root %q (SHA-256 %s)", root.Subject.String(), short(Fingerprint(root)))
+	if td, from := b.rootTrustDomain(root); len(b.Roots) > 1 && from != TrustDomainFromSubject && td != "" {
+		msg += ", trust domain " + td
+	}
+	return msg
+}
+
+// noPod is the skipped identity check of a file read without a pod.
+func noPod(leaf Certificate) string {
+	switch {
+	case leaf.Identity == nil:
+		return "no pod to compare; the leaf has no SPIFFE ID (no spiffe:// URI SAN)"
+	case leaf.Identity.Namespace != "":
+		return fmt.Sprintf("no pod to compare; the leaf is %s (namespace %s, service account %s)", leaf.SPIFFEID, leaf.Identity.Namespace, leaf.Identity.ServiceAccount)
+	}
+	return "no pod to compare; the leaf is " + leaf.SPIFFEID
+}
+
+// rootTrustDomain is the trust domain a root stands for: as the dump files
+// it (SPIFFE validator), else its spiffe:// URI SAN, else the O= of its
+// subject, which istiod's self-signed CA sets to the trust domain.
+func (b *Bundle) rootTrustDomain(root *x509.Certificate) (name, from string) {
+	if td, ok := b.trustDomains[Fingerprint(root)]; ok {
+		return td.name, td.from
+	}
+	for _, u := range root.URIs {
+		if u.Scheme == "spiffe" && u.Host != "" {
+			return u.Host, TrustDomainFromURI
+		}
+	}
+	if o := root.Subject.Organization; len(o) == 1 {
+		return o[0], TrustDomainFromSubject
+	}
+	return "", ""
 }
 
 func validityOK(leaf Certificate, now time.Time) string {
@@ -174,9 +220,9 @@ func validityOK(leaf Certificate, now time.Time) string {
 // verifyChain checks signatures only: it verifies at an instant when every
 // certificate is within its validity period, so an expired leaf is reported
 // as expired (by validity) rather than as a broken chain.
-func verifyChain(b *Bundle) error {
+func verifyChain(b *Bundle) (*x509.Certificate, error) {
 	if len(b.Roots) == 0 {
-		return errors.New("no trust root to verify the chain against")
+		return nil, errors.New("no trust root to verify the chain against")
 	}
 	roots, inter := x509.NewCertPool(), x509.NewCertPool()
 	for _, r := range b.Roots {
@@ -191,7 +237,7 @@ func verifyChain(b *Bundle) error {
 			at = c.NotBefore
 		}
 	}
-	_, err := b.Chain[0].Verify(x509.VerifyOptions{
+	chains, err := b.Chain[0].Verify(x509.VerifyOptions{
 		Roots:         roots,
 		Intermediates: inter,
 		CurrentTime:   at.Add(time.Second),
@@ -201,27 +247,31 @@ func verifyChain(b *Bundle) error {
 	if errors.As(err, &invalid) && invalid.Reason == x509.Expired {
 		// No instant when all are valid (a leaf that expired before a
 		// re-created root began): check the signatures alone.
-		err = signaturesOnly(b)
+		var root *x509.Certificate
+		if root, err = signaturesOnly(b); err == nil {
+			return root, nil
+		}
 	}
 	if err == nil {
-		return nil
+		c := chains[0]
+		return c[len(c)-1], nil
 	}
 	var ua x509.UnknownAuthorityError
 	if errors.As(err, &ua) {
-		return fmt.Errorf("chain does not verify to the trust root %q (SHA-256 %s): leaf issued by %q is signed by a different CA; the workload got its certificate from another CA than the one its peers trust (check the istio-ca-root-cert ConfigMap and istiod's cacerts)",
+		return nil, fmt.Errorf("chain does not verify to the trust root %q (SHA-256 %s): leaf issued by %q is signed by a different CA; the workload got its certificate from another CA than the one its peers trust (check the istio-ca-root-cert ConfigMap and istiod's cacerts)",
 			b.Roots[0].Subject.String(), short(Fingerprint(b.Roots[0])), b.Chain[0].Issuer.String())
 	}
-	return fmt.Errorf("chain does not verify to the trust root %q: %w", b.Roots[0].Subject.String(), err)
+	return nil, fmt.Errorf("chain does not verify to the trust root %q: %w", b.Roots[0].Subject.String(), err)
 }
 
 // signaturesOnly walks from the leaf through the chain to a root checking
 // each signature, ignoring validity periods.
-func signaturesOnly(b *Bundle) error {
+func signaturesOnly(b *Bundle) (*x509.Certificate, error) {
 	cur := b.Chain[0]
 	for range len(b.Chain) + 1 {
 		for _, r := range b.Roots {
 			if cur.CheckSignatureFrom(r) == nil {
-				return nil
+				return r, nil
 			}
 		}
 		next := (*x509.Certificate)(nil)
@@ -236,7 +286,7 @@ func signaturesOnly(b *Bundle) error {
 		}
 		cur = next
 	}
-	return x509.UnknownAuthorityError{Cert: cur}
+	return nil, x509.UnknownAuthorityError{Cert: cur}
 }
 
 // validity fails on the first certificate (leaf first) outside its period.

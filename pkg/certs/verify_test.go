@@ -39,9 +39,9 @@ func TestEvaluate(t *testing.T) {
 			leaf:   long,
 			expect: expect,
 			want: []Check{
-				{CheckChain, true, chainOKMsg},
-				{CheckValidity, true, "leaf valid now, for 2d more (not after 2026-01-04T03:04:05Z)"},
-				{CheckIdentity, true, identityOK},
+				{Name: CheckChain, OK: true, Message: chainOKMsg},
+				{Name: CheckValidity, OK: true, Message: "leaf valid now, for 2d more (not after 2026-01-04T03:04:05Z)"},
+				{Name: CheckIdentity, OK: true, Message: identityOK},
 			},
 		},
 		{
@@ -49,9 +49,9 @@ func TestEvaluate(t *testing.T) {
 			leaf:   valid,
 			expect: expect,
 			want: []Check{
-				{CheckChain, true, chainOKMsg},
-				{CheckValidity, true, "leaf valid now, for 23h more (not after 2026-01-03T02:34:05Z)"},
-				{CheckIdentity, true, identityOK},
+				{Name: CheckChain, OK: true, Message: chainOKMsg},
+				{Name: CheckValidity, OK: true, Message: "leaf valid now, for 23h more (not after 2026-01-03T02:34:05Z)"},
+				{Name: CheckIdentity, OK: true, Message: identityOK},
 			},
 		},
 		{
@@ -59,9 +59,9 @@ func TestEvaluate(t *testing.T) {
 			leaf:   stuck,
 			expect: expect,
 			want: []Check{
-				{CheckChain, true, chainOKMsg},
-				{CheckValidity, true, "leaf valid now, for 4h more (not after 2026-01-02T07:04:05Z)"},
-				{CheckIdentity, true, identityOK},
+				{Name: CheckChain, OK: true, Message: chainOKMsg},
+				{Name: CheckValidity, OK: true, Message: "leaf valid now, for 4h more (not after 2026-01-02T07:04:05Z)"},
+				{Name: CheckIdentity, OK: true, Message: identityOK},
 			},
 			warnings: []string{"leaf certificate " + spiffeDefault + " expires in 4h (not after 2026-01-02T07:04:05Z)"},
 		},
@@ -70,9 +70,9 @@ func TestEvaluate(t *testing.T) {
 			leaf:   expired,
 			expect: expect,
 			want: []Check{
-				{CheckChain, true, chainOKMsg},
-				{CheckValidity, false, "leaf certificate " + spiffeDefault + " expired 3h ago (not after 2026-01-02T00:04:05Z); the proxy is not rotating it: check the istio-proxy logs and istiod"},
-				{CheckIdentity, true, identityOK},
+				{Name: CheckChain, OK: true, Message: chainOKMsg},
+				{Name: CheckValidity, OK: false, Message: "leaf certificate " + spiffeDefault + " expired 3h ago (not after 2026-01-02T00:04:05Z); the proxy is not rotating it: check the istio-proxy logs and istiod"},
+				{Name: CheckIdentity, OK: true, Message: identityOK},
 			},
 		},
 		{
@@ -80,9 +80,9 @@ func TestEvaluate(t *testing.T) {
 			leaf:   longGone,
 			expect: expect,
 			want: []Check{
-				{CheckChain, true, chainOKMsg},
-				{CheckValidity, false, "leaf certificate " + spiffeDefault + " expired 3d ago (not after 2025-12-30T03:04:05Z); the proxy is not rotating it: check the istio-proxy logs and istiod"},
-				{CheckIdentity, true, identityOK},
+				{Name: CheckChain, OK: true, Message: chainOKMsg},
+				{Name: CheckValidity, OK: false, Message: "leaf certificate " + spiffeDefault + " expired 3d ago (not after 2025-12-30T03:04:05Z); the proxy is not rotating it: check the istio-proxy logs and istiod"},
+				{Name: CheckIdentity, OK: true, Message: identityOK},
 			},
 		},
 		{
@@ -90,9 +90,9 @@ func TestEvaluate(t *testing.T) {
 			leaf:   future,
 			expect: expect,
 			want: []Check{
-				{CheckChain, true, chainOKMsg},
-				{CheckValidity, false, "leaf certificate " + spiffeDefault + " is not valid until 2026-01-02T05:04:05Z (in 120m); check the clocks of the node and istiod"},
-				{CheckIdentity, true, identityOK},
+				{Name: CheckChain, OK: true, Message: chainOKMsg},
+				{Name: CheckValidity, OK: false, Message: "leaf certificate " + spiffeDefault + " is not valid until 2026-01-02T05:04:05Z (in 120m); check the clocks of the node and istiod"},
+				{Name: CheckIdentity, OK: true, Message: identityOK},
 			},
 		},
 		{
@@ -100,9 +100,9 @@ func TestEvaluate(t *testing.T) {
 			leaf:   foreign,
 			expect: expect,
 			want: []Check{
-				{CheckChain, false, fmt.Sprintf("chain does not verify to the trust root %q (SHA-256 %s): leaf issued by %q is signed by a different CA; the workload got its certificate from another CA than the one its peers trust (check the istio-ca-root-cert ConfigMap and istiod's cacerts)", "O=cluster.local", rootFP, "O=cluster.local")},
-				{CheckValidity, true, "leaf valid now, for 2d more (not after 2026-01-04T03:04:05Z)"},
-				{CheckIdentity, true, identityOK},
+				{Name: CheckChain, OK: false, Message: fmt.Sprintf("chain does not verify to the trust root %q (SHA-256 %s): leaf issued by %q is signed by a different CA; the workload got its certificate from another CA than the one its peers trust (check the istio-ca-root-cert ConfigMap and istiod's cacerts)", "O=cluster.local", rootFP, "O=cluster.local")},
+				{Name: CheckValidity, OK: true, Message: "leaf valid now, for 2d more (not after 2026-01-04T03:04:05Z)"},
+				{Name: CheckIdentity, OK: true, Message: identityOK},
 			},
 		},
 		{
@@ -110,9 +110,9 @@ func TestEvaluate(t *testing.T) {
 			leaf:   wrongID,
 			expect: expect,
 			want: []Check{
-				{CheckChain, true, chainOKMsg},
-				{CheckValidity, true, "leaf valid now, for 2d more (not after 2026-01-04T03:04:05Z)"},
-				{CheckIdentity, false, `identity spiffe://cluster.local/ns/shop/sa/cart does not match the pod: expected namespace "default" and service account "default" (spiffe://cluster.local/ns/default/sa/default); the proxy is serving another workload's certificate`},
+				{Name: CheckChain, OK: true, Message: chainOKMsg},
+				{Name: CheckValidity, OK: true, Message: "leaf valid now, for 2d more (not after 2026-01-04T03:04:05Z)"},
+				{Name: CheckIdentity, OK: false, Message: `identity spiffe://cluster.local/ns/shop/sa/cart does not match the pod: expected namespace "default" and service account "default" (spiffe://cluster.local/ns/default/sa/default); the proxy is serving another workload's certificate`},
 			},
 		},
 		{
@@ -120,17 +120,27 @@ func TestEvaluate(t *testing.T) {
 			leaf:   notIstio,
 			expect: expect,
 			want: []Check{
-				{CheckChain, true, chainOKMsg},
-				{CheckValidity, true, "leaf valid now, for 2d more (not after 2026-01-04T03:04:05Z)"},
-				{CheckIdentity, false, "leaf certificate has no SPIFFE ID (no spiffe:// URI SAN); it is not an Istio workload certificate"},
+				{Name: CheckChain, OK: true, Message: chainOKMsg},
+				{Name: CheckValidity, OK: true, Message: "leaf valid now, for 2d more (not after 2026-01-04T03:04:05Z)"},
+				{Name: CheckIdentity, OK: false, Message: "leaf certificate has no SPIFFE ID (no spiffe:// URI SAN); it is not an Istio workload certificate"},
 			},
 		},
 		{
 			name: "no pod skips the identity check",
 			leaf: wrongID,
 			want: []Check{
-				{CheckChain, true, chainOKMsg},
-				{CheckValidity, true, "leaf valid now, for 2d more (not after 2026-01-04T03:04:05Z)"},
+				{Name: CheckChain, OK: true, Message: chainOKMsg},
+				{Name: CheckValidity, OK: true, Message: "leaf valid now, for 2d more (not after 2026-01-04T03:04:05Z)"},
+				{Name: CheckIdentity, Skipped: true, Message: "no pod to compare; the leaf is spiffe://cluster.local/ns/shop/sa/cart (namespace shop, service account cart)"},
+			},
+		},
+		{
+			name: "no pod and no SPIFFE ID",
+			leaf: notIstio,
+			want: []Check{
+				{Name: CheckChain, OK: true, Message: chainOKMsg},
+				{Name: CheckValidity, OK: true, Message: "leaf valid now, for 2d more (not after 2026-01-04T03:04:05Z)"},
+				{Name: CheckIdentity, Skipped: true, Message: "no pod to compare; the leaf has no SPIFFE ID (no spiffe:// URI SAN)"},
 			},
 		},
 	}
@@ -143,7 +153,7 @@ func TestEvaluate(t *testing.T) {
 			}
 			wantOK := true
 			for _, c := range tt.want {
-				wantOK = wantOK && c.OK
+				wantOK = wantOK && (c.OK || c.Skipped)
 			}
 			if v.OK != wantOK {
 				t.Errorf("OK = %v, want %v", v.OK, wantOK)

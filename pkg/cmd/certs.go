@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -61,8 +60,26 @@ beside them.
 
 Certificates are read, in order, from Envoy's admin API (config_dump through a
 port-forward to the proxy's admin port), or from the files Istio up to 1.4
-mounted at /etc/certs in istio-proxy; --source forces one, --file reads PEM
-files or an OUTPUT_CERTS directory instead.
+mounted at /etc/certs in istio-proxy; --source forces one.
+
+--file reads saved certificates instead, with no cluster needed:
+  - PEM files, or a directory of them (the agent's OUTPUT_CERTS); files named
+    root-cert.pem, ca-cert.pem or root-cert.crt hold the trust roots;
+  - an Envoy admin config_dump saved as JSON: all of it
+    (kubectl exec POD -c istio-proxy -- curl -s localhost:15000/config_dump),
+    only the secrets (...config_dump?resource=dynamic_active_secrets), the
+    output of istioctl proxy-config secret POD -o json, or the same file from
+    an istioctl bug-report archive. The secret "default" is the workload
+    chain and "ROOTCA" its trust roots (several with SPIRE federation: each
+    is shown with its trust domain). A secret still warming shows as WARMING;
+    private keys are redacted by Envoy and never read;
+  - a ztunnel config_dump (kubectl exec ZTUNNEL-POD -- curl -s
+    localhost:15000/config_dump, or istioctl ztunnel-config certificates -o
+    json): one report per identity, with ztunnel's state (Available,
+    Initializing, Unavailable).
+With a pod, the file's identity is compared with the pod's; without one the
+identity check says "no pod to compare". An identity without a certificate
+yet (WARMING, Initializing) gives the verdict PENDING.
 
 A NAME alone is a pod, or else the Deployment, StatefulSet or DaemonSet of
 that name. Exit status: 0 when the verdict is OK, 1 when the certificates
@@ -83,7 +100,14 @@ could not be read, 2 when the verdict (or --compare) failed.`,
   kubectl mesh certs deploy/frontend-app -o pem | openssl x509 -noout -text
 
   # Files written by the Istio agent's OUTPUT_CERTS
-  kubectl mesh certs --file ./output-certs/`,
+  kubectl mesh certs --file ./output-certs/
+
+  # A saved Envoy config_dump (e.g. from a support case), offline
+  kubectl exec deploy/frontend-app -c istio-proxy -- curl -s localhost:15000/config_dump > dump.json
+  kubectl mesh certs --file dump.json
+
+  # Every identity of a ztunnel, from its saved config_dump
+  kubectl mesh certs --file ztunnel-config_dump.json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.Complete(cmd, args); err != nil {
 				return err
@@ -97,7 +121,7 @@ could not be read, 2 when the verdict (or --compare) failed.`,
 	f := cmd.Flags()
 	f.StringVarP(&o.Selector, "selector", "l", "", "Inspect every pod whose labels match this selector (e.g. app=frontend)")
 	f.StringVar(&o.Source, "source", o.Source, "Where to read certificates: auto (envoy, then legacy), envoy, legacy or file")
-	f.StringSliceVar(&o.Files, "file", nil, "PEM files or directories to read instead of a pod (repeatable; implies --source file)")
+	f.StringSliceVar(&o.Files, "file", nil, "PEM files, directories of them, or a saved Envoy or ztunnel config_dump (JSON) to read instead of a pod (repeatable; implies --source file)")
 	f.IntVar(&o.AdminPort, "proxy-admin-port", o.AdminPort, "Envoy admin port of the istio-proxy container")
 	f.StringVarP(&o.Output, "output", "o", "", "Output format: table, wide, json, yaml or pem")
 	f.StringVar(&o.Compare, "compare", "", "Another workload (POD, TYPE/NAME or NAMESPACE/TYPE/NAME) to check for a shared trust root")
@@ -127,7 +151,7 @@ func (o *CertsOptions) Complete(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return err
 	}
-	t := &lazyTransport{o: o.Options, kube: o.kube}
+	t := &certs.LazyKube{Config: o.RESTConfig, Client: o.kube}
 	o.clients = certs.Clients{Istio: ist, Forwarder: t, Executor: t}
 	return nil
 }
@@ -198,25 +222,25 @@ func (o *CertsOptions) Run(ctx context.Context) error {
 	var res certs.Result
 	var readErrs []error
 	for _, pod := range pods {
-		r, err := certs.Inspect(ctx, o.clients, cfg, pod)
+		rs, err := certs.Inspect(ctx, o.clients, cfg, pod)
 		if err != nil {
 			readErrs = append(readErrs, err)
 			continue
 		}
-		res.Reports = append(res.Reports, r)
+		res.Reports = append(res.Reports, rs...)
 	}
 	if o.Compare != "" && len(res.Reports) > 0 {
 		other, err := o.resolveCompare(ctx)
 		if err != nil {
 			return err
 		}
-		r, err := certs.Inspect(ctx, o.clients, cfg, other)
+		rs, err := certs.Inspect(ctx, o.clients, cfg, other)
 		if err != nil {
 			return fmt.Errorf("--compare %s: %w", o.Compare, err)
 		}
-		c := certs.Compare(res.Reports[0], r)
+		c := certs.Compare(res.Reports[0], rs[0])
 		res.Comparison = &c
-		res.Reports = append(res.Reports, r)
+		res.Reports = append(res.Reports, rs[0])
 	}
 	if len(res.Reports) > 0 {
 		if err := certs.Print(o.Out, o.Output, res); err != nil {
@@ -226,6 +250,11 @@ func (o *CertsOptions) Run(ctx context.Context) error {
 	for _, r := range res.Reports {
 		for _, w := range r.Verdict.Warnings {
 			fmt.Fprintf(o.ErrOut, "Warning: %s: %s\n", r.Name(), w)
+		}
+		if r.MTLS != nil && r.Workload != nil {
+			for _, n := range r.MTLS.Notes {
+				fmt.Fprintf(o.ErrOut, "note: %s: %s\n", r.Name(), n)
+			}
 		}
 	}
 	if len(readErrs) == 1 && len(pods) == 1 {
@@ -358,42 +387,4 @@ func (o *CertsOptions) resolveCompare(ctx context.Context) (*corev1.Pod, error) 
 		return nil, fmt.Errorf("--compare %s: %w", o.Compare, err)
 	}
 	return pods[0], nil
-}
-
-// lazyTransport builds the port-forward/exec transport on first use, so
-// commands that never reach a pod need no REST config.
-type lazyTransport struct {
-	o    *options.Options
-	kube kubernetes.Interface
-	once sync.Once
-	k    *certs.Kube
-	err  error
-}
-
-func (l *lazyTransport) get() (*certs.Kube, error) {
-	l.once.Do(func() {
-		cfg, err := l.o.RESTConfig()
-		if err != nil {
-			l.err = err
-			return
-		}
-		l.k = &certs.Kube{Config: cfg, Client: l.kube}
-	})
-	return l.k, l.err
-}
-
-func (l *lazyTransport) Get(ctx context.Context, pod *corev1.Pod, port int, path string) ([]byte, error) {
-	k, err := l.get()
-	if err != nil {
-		return nil, err
-	}
-	return k.Get(ctx, pod, port, path)
-}
-
-func (l *lazyTransport) Exec(ctx context.Context, pod *corev1.Pod, container string, command []string) ([]byte, error) {
-	k, err := l.get()
-	if err != nil {
-		return nil, err
-	}
-	return k.Exec(ctx, pod, container, command)
 }
