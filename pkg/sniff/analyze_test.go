@@ -155,7 +155,7 @@ func TestAnalyzeVerdicts(t *testing.T) {
 		}, VerdictEncryptedIstio, 0, []string{"TLS encrypted-istio"}},
 		{"TLS records without handshake", LinkTypeEthernet, func() []frame {
 			return newConv(LinkTypeEthernet, "10.1.0.5:40000", "10.1.0.7:443").send(true, records, 100).frames
-		}, VerdictEncryptedTLS, 0, []string{"TLS encrypted-tls"}},
+		}, VerdictEncryptedUnproven, 0, []string{"TLS encrypted-unproven"}},
 		{"random bytes", LinkTypeEthernet, func() []frame {
 			return newConv(LinkTypeEthernet, "10.1.0.5:40000", "10.1.0.7:9000").handshake().send(true, random, 1000).frames
 		}, VerdictUnknown, 0, []string{"unrecognised unknown"}},
@@ -171,7 +171,7 @@ func TestAnalyzeVerdicts(t *testing.T) {
 		}, VerdictEncryptedTLS, 0, []string{"TLS encrypted-tls", "TLS encrypted-istio"}},
 		{"marker in unrecognised plaintext", LinkTypeEthernet, func() []frame {
 			return newConv(LinkTypeEthernet, "10.1.0.5:1", "10.1.0.7:6379").handshake().send(true, []byte("*2\r\n$3\r\nGET\r\n$3\r\nTGN\r\n"), 100).frames
-		}, VerdictPlaintext, 1, []string{"unrecognised plaintext"}},
+		}, VerdictPlaintext, 1, []string{"text plaintext"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -27,41 +27,102 @@ func FormatEvent(ev Event) string {
 	return b.String()
 }
 
-// WriteSummary prints the flow table, the grep count and the verdict.
+// WriteSummary prints the application flows, the mesh infrastructure
+// apart, the counts, the grep hits, what kept the verdict from being
+// encrypted, and the verdict.
 func WriteSummary(w io.Writer, r *Report) error {
-	if len(r.Flows) > 0 {
-		tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-		fmt.Fprintln(tw, "SOURCE\tDESTINATION\tPROTOCOL\tDETAIL\tPACKETS\tBYTES\tVERDICT")
-		for _, f := range r.Flows {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", f.Src, f.Dst, f.Protocol, flowDetail(f), f.Packets, f.Bytes, f.Verdict.Label())
-		}
-		if err := tw.Flush(); err != nil {
+	if err := writeFlows(w, r.Flows, false); err != nil {
+		return err
+	}
+	if len(r.Infra) > 0 {
+		fmt.Fprintln(w, "Mesh infrastructure, not in the verdict (--include-infra counts it):")
+		if err := writeFlows(w, r.Infra, true); err != nil {
 			return err
 		}
 	}
 	if r.FlowsOmitted > 0 {
 		fmt.Fprintf(w, "(%d more flows counted but not listed)\n", r.FlowsOmitted)
 	}
-	n := len(r.Flows) + r.FlowsOmitted
-	fmt.Fprintf(w, "Packets: %d (%d TCP %s", r.Packets, n, plural(n, "flow", "flows"))
-	if r.OtherPackets > 0 {
-		fmt.Fprintf(w, ", %d not TCP", r.OtherPackets)
-	}
-	if r.Duplicates > 0 {
-		fmt.Fprintf(w, ", %d duplicates", r.Duplicates)
-	}
-	if r.UntrackedPackets > 0 {
-		fmt.Fprintf(w, ", %d untracked", r.UntrackedPackets)
+	fmt.Fprintf(w, "Packets: %d (%s", r.Packets, countFlows(r))
+	for _, c := range []struct {
+		n    int
+		what string
+	}{
+		{r.OtherPackets, "not IP"}, {r.Duplicates, "duplicates"}, {r.UntrackedPackets, "judged alone past the flow limit"},
+		{r.Fragments, "fragments"}, {r.Reassembled, "datagrams reassembled"}, {r.FragmentsLost, "fragments not reassembled"},
+	} {
+		if c.n > 0 {
+			fmt.Fprintf(w, ", %d %s", c.n, c.what)
+		}
 	}
 	fmt.Fprintln(w, ")")
 	if r.Grep != "" {
-		fmt.Fprintf(w, "Grep %q: %d %s\n", r.Grep, r.GrepHits, plural(r.GrepHits, "hit", "hits"))
+		fmt.Fprintf(w, "Grep %q: %d %s", r.Grep, r.GrepHits, plural(r.GrepHits, "hit", "hits"))
+		if r.GrepHitsInTLS > 0 {
+			fmt.Fprintf(w, " (%d inside TLS streams, where a short pattern matches ciphertext by chance)", r.GrepHitsInTLS)
+		}
+		fmt.Fprintln(w)
 	}
 	for _, warn := range r.Warnings {
 		fmt.Fprintf(w, "Warning: %s\n", warn)
 	}
+	if r.Verdict == VerdictMixed {
+		for _, why := range r.Why {
+			fmt.Fprintf(w, "Not encrypted: %s\n", why)
+		}
+	}
 	_, err := fmt.Fprintf(w, "Verdict: %s\n", r.Verdict)
 	return err
+}
+
+func writeFlows(w io.Writer, flows []FlowSummary, infra bool) error {
+	if len(flows) == 0 {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	head := "SOURCE\tDESTINATION\tPROTOCOL\tDETAIL\tPACKETS\tBYTES\tVERDICT"
+	if infra {
+		head += "\tWHAT"
+	}
+	fmt.Fprintln(tw, head)
+	for _, f := range flows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s", f.Src, f.Dst, protocolColumn(f), flowDetail(f), f.Packets, f.Bytes, flowLabel(f))
+		if infra {
+			fmt.Fprintf(tw, "\t%s", f.Infra)
+		}
+		fmt.Fprintln(tw)
+	}
+	return tw.Flush()
+}
+
+// protocolColumn names the transport too when it is not TCP.
+func protocolColumn(f FlowSummary) string {
+	switch f.Transport {
+	case "", "tcp", "icmp":
+		return f.Protocol
+	}
+	return strings.ToUpper(f.Transport) + " " + f.Protocol
+}
+
+func countFlows(r *Report) string {
+	var tcp, other int
+	for _, l := range [][]FlowSummary{r.Flows, r.Infra} {
+		for _, f := range l {
+			if f.Transport == "tcp" {
+				tcp++
+			} else {
+				other++
+			}
+		}
+	}
+	s := fmt.Sprintf("%d TCP %s", tcp, plural(tcp, "flow", "flows"))
+	if other > 0 {
+		s += fmt.Sprintf(", %d UDP/ICMP/IP %s", other, plural(other, "flow", "flows"))
+	}
+	if n := len(r.Infra); n > 0 {
+		s += fmt.Sprintf(", %d of them infrastructure", n)
+	}
+	return s
 }
 
 func flowDetail(f FlowSummary) string {

@@ -303,21 +303,6 @@ var istioALPN = map[string]bool{
 // hbonePort is ambient mode's mTLS tunnel port.
 const hbonePort = 15008
 
-// isIstio decides from the ClientHello whether a TLS flow is Istio mTLS: an
-// Istio ALPN, an Istio outbound SNI (outbound_.PORT_.SUBSET_.HOST), or h2 to
-// the HBONE port.
-func isIstio(info *tlsInfo, serverPort uint16) bool {
-	for _, p := range info.ALPN {
-		if istioALPN[p] {
-			return true
-		}
-	}
-	if strings.HasPrefix(info.SNI, "outbound_.") {
-		return true
-	}
-	return serverPort == hbonePort && info.ClientHello
-}
-
 // recordWalker follows TLS record framing over the rest of a stream, so a
 // flow that stops being TLS (or never was) is noticed, and records counted.
 type recordWalker struct {

@@ -8,9 +8,13 @@ const (
 	VerdictPlaintext      Verdict = "plaintext"
 	VerdictEncryptedIstio Verdict = "encrypted-istio"
 	VerdictEncryptedTLS   Verdict = "encrypted-tls"
-	VerdictMixed          Verdict = "mixed"
-	VerdictNoTraffic      Verdict = "no-traffic"
-	VerdictUnknown        Verdict = "unknown"
+	// VerdictEncryptedUnproven is TLS whose handshake was not captured (a
+	// pooled connection opened before the capture) and that nothing else
+	// proves to be Istio's or not.
+	VerdictEncryptedUnproven Verdict = "encrypted-unproven"
+	VerdictMixed             Verdict = "mixed"
+	VerdictNoTraffic         Verdict = "no-traffic"
+	VerdictUnknown           Verdict = "unknown"
 	// VerdictNoData is a flow that carried no payload (a refused or idle
 	// connection); it does not count towards the capture's verdict.
 	VerdictNoData Verdict = "no-data"
@@ -25,6 +29,8 @@ func (v Verdict) String() string {
 		return "ENCRYPTED (Istio mTLS)"
 	case VerdictEncryptedTLS:
 		return "ENCRYPTED (TLS, not Istio)"
+	case VerdictEncryptedUnproven:
+		return "ENCRYPTED (TLS, Istio not proven)"
 	case VerdictMixed:
 		return "MIXED"
 	case VerdictNoTraffic:
@@ -42,37 +48,21 @@ func (v Verdict) Label() string {
 		return "ISTIO-MTLS"
 	case VerdictEncryptedTLS:
 		return "TLS"
+	case VerdictEncryptedUnproven:
+		return "TLS-NO-HANDSHAKE"
 	}
 	return v.String()
 }
 
-// Encrypted reports whether v claims encryption for all traffic.
-func (v Verdict) Encrypted() bool {
-	return v == VerdictEncryptedIstio || v == VerdictEncryptedTLS
+// flowLabel is the flow table's verdict column: HBONE is told apart.
+func flowLabel(f FlowSummary) string {
+	if f.Verdict == VerdictEncryptedIstio && f.Istio == "hbone" {
+		return "ISTIO-HBONE"
+	}
+	return f.Verdict.Label()
 }
 
-// overallVerdict combines per-flow verdict counts: one kind of traffic gives
-// that kind; plaintext, encrypted and unrecognised traffic together give
-// MIXED. Encryption is only claimed when every flow with data showed TLS.
-func overallVerdict(counts map[Verdict]int) Verdict {
-	plain, istio, tls, unknown := counts[VerdictPlaintext], counts[VerdictEncryptedIstio], counts[VerdictEncryptedTLS], counts[VerdictUnknown]
-	kinds := 0
-	for _, n := range []int{plain, istio + tls, unknown} {
-		if n > 0 {
-			kinds++
-		}
-	}
-	switch {
-	case kinds == 0:
-		return VerdictNoTraffic
-	case kinds > 1:
-		return VerdictMixed
-	case plain > 0:
-		return VerdictPlaintext
-	case unknown > 0:
-		return VerdictUnknown
-	case tls > 0:
-		return VerdictEncryptedTLS
-	}
-	return VerdictEncryptedIstio
+// Encrypted reports whether v claims encryption for all traffic.
+func (v Verdict) Encrypted() bool {
+	return v == VerdictEncryptedIstio || v == VerdictEncryptedTLS || v == VerdictEncryptedUnproven
 }

@@ -1,0 +1,156 @@
+package sniff
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+)
+
+// Caps on what the policy keeps per capture: past them a mid-stream flow is
+// judged without association, which can only make it less proven.
+const (
+	maxIstioServers = 1 << 16
+	maxDeferred     = 1 << 16
+	maxWhy          = 5
+)
+
+// deferredFlow is a flow caught mid-stream: whether it is Istio's by
+// association is known only once every flow of the capture was seen.
+type deferredFlow struct {
+	e     flowEvidence
+	infra *infraRule
+	list  *[]FlowSummary // where its summary is listed, nil when omitted
+	index int
+}
+
+// conclude applies the policy to one finished flow and files its summary.
+func (a *Analyzer) conclude(e flowEvidence, fs FlowSummary) {
+	if e.Context == "" {
+		e.Context = a.cfg.Pod.context(&e)
+	}
+	if e.Hello == helloIstio && (len(a.istioServers) < maxIstioServers || a.istioServers[e.Server] > 0) {
+		a.istioServers[e.Server]++
+	}
+	infra := infraOf(&e, a.cfg.Pod)
+	if infra != nil {
+		fs.Infra = infra.Name
+	}
+	list := &a.report.Flows
+	if infra != nil && !a.cfg.IncludeInfra {
+		list = &a.report.Infra
+	}
+	if e.NoHandshake && e.GrepHits == 0 && e.Cleartext == "" && len(a.deferred) < maxDeferred {
+		d := deferredFlow{e: e, infra: infra}
+		if len(a.report.Flows)+len(a.report.Infra) < a.cfg.MaxFlowSummaries {
+			d.list, d.index = list, len(*list)
+		}
+		a.deferred = append(a.deferred, d)
+		a.file(list, fs)
+		return
+	}
+	a.judge(&e, infra, list, fs)
+}
+
+// judge decides e, counts it and lists fs.
+func (a *Analyzer) judge(e *flowEvidence, infra *infraRule, list *[]FlowSummary, fs FlowSummary) {
+	r, evidence := decideFlow(e)
+	fs.Verdict, fs.Rule, fs.Evidence, fs.Istio = r.Verdict, r.Name, evidence, r.Istio
+	a.count(e, infra, r.Verdict, fs)
+	a.file(list, fs)
+}
+
+// count adds a decided flow to the capture's tally: application traffic
+// always, infrastructure only when asked or when --grep saw it in clear.
+func (a *Analyzer) count(e *flowEvidence, infra *infraRule, v Verdict, fs FlowSummary) {
+	if infra != nil && !a.cfg.IncludeInfra && e.GrepHits == 0 {
+		return
+	}
+	a.tally.add(v, 1)
+	if v == VerdictPlaintext || v == VerdictUnknown {
+		a.whyCount[v]++
+		if a.whyCount[v] <= maxWhy {
+			what := fs.Protocol
+			if fs.Request != "" {
+				what += " " + fs.Request
+			}
+			if infra != nil {
+				what += ", " + infra.Name
+			}
+			a.report.Why = append(a.report.Why, fmt.Sprintf("%s: %s → %s (%s)", string(v), fs.Src, fs.Dst, what))
+		}
+	}
+}
+
+func (a *Analyzer) file(list *[]FlowSummary, fs FlowSummary) {
+	if len(a.report.Flows)+len(a.report.Infra) >= a.cfg.MaxFlowSummaries {
+		a.report.FlowsOmitted++
+		return
+	}
+	*list = append(*list, fs)
+}
+
+// resolveDeferred decides the mid-stream flows now that every Istio
+// handshake of the capture is known.
+func (a *Analyzer) resolveDeferred() {
+	for i := range a.deferred {
+		d := &a.deferred[i]
+		d.e.Associated = a.istioServers[d.e.Server]
+		r, evidence := decideFlow(&d.e)
+		fs := FlowSummary{Src: d.e.Client.String(), Dst: d.e.Server.String(), Protocol: "TLS"}
+		if d.list != nil {
+			f := &(*d.list)[d.index]
+			f.Verdict, f.Rule, f.Evidence, f.Istio = r.Verdict, r.Name, evidence, r.Istio
+			fs = *f
+		}
+		a.count(&d.e, d.infra, r.Verdict, fs)
+	}
+	a.deferred = nil
+	for _, v := range []Verdict{VerdictPlaintext, VerdictUnknown} {
+		if n := a.whyCount[v]; n > maxWhy {
+			a.report.Why = append(a.report.Why, fmt.Sprintf("%s: %d more %s", string(v), n-maxWhy, plural(n-maxWhy, "flow", "flows")))
+		}
+	}
+}
+
+// loose judges one packet alone, for traffic past the flow caps: cleartext
+// it can prove; anything else is unknown, never encrypted.
+func (a *Analyzer) loose(payload []byte) {
+	if len(payload) == 0 {
+		return
+	}
+	hits := 0
+	if a.grep != nil {
+		hits = bytes.Count(payload, a.grep)
+		a.report.GrepHits += hits
+	}
+	v := VerdictUnknown
+	if hits > 0 || isText(payload) || scanHTTP(payload).Result == tlsYes {
+		v = VerdictPlaintext
+	}
+	a.tally.add(v, 1)
+	a.whyCount[v]++
+	if a.whyCount[v] <= maxWhy {
+		a.report.Why = append(a.report.Why, fmt.Sprintf("%s: a packet past the flow limits", string(v)))
+	}
+}
+
+// takeLost counts and searches datagrams whose fragments could not be
+// reassembled: their content cannot be classified, so they are unknown
+// (plaintext when --grep finds the pattern in a fragment).
+func (a *Analyzer) takeLost() {
+	for _, l := range a.defrag.lost {
+		a.report.FragmentsLost += len(l.pieces)
+		for _, p := range l.pieces {
+			a.loose(p)
+		}
+	}
+	a.defrag.lost = a.defrag.lost[:0]
+}
+
+// endpoint is addr:port, or addr alone for protocols without ports.
+func endpoint(addr netip.Addr, port uint16, ports bool) string {
+	if !ports {
+		return addr.String()
+	}
+	return netip.AddrPortFrom(addr, port).String()
+}

@@ -1,0 +1,282 @@
+package sniff
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// The verdict policy, written once as data: what each flow showed (its
+// evidence) is matched against flowRules in order, the first match gives
+// the flow's verdict; infraRules set mesh infrastructure apart; the
+// capture's verdict comes from captureRules over the application flows.
+// `sniff --help` and docs/verdicts.md print these tables, and each row has
+// a test (policy_test.go).
+
+// helloKind is what a ClientHello said about its sender.
+type helloKind uint8
+
+const (
+	helloNone  helloKind = iota
+	helloIstio           // Istio's ALPN or outbound_ SNI: a sidecar's mTLS
+	helloHBONE           // to 15008, ALPN exactly h2, no SNI: ztunnel or a waypoint
+	helloOther           // any other TLS client
+)
+
+// flowEvidence is what one flow showed: the input of the policy.
+type flowEvidence struct {
+	Transport      string // tcp, udp, icmp or ip
+	Client, Server netip.AddrPort
+	// Cleartext names a recognised cleartext protocol (HTTP/1.1, h2c, DNS, text).
+	Cleartext string
+	// GrepHits counts --grep hits outside TLS streams.
+	GrepHits int
+	Hello    helloKind
+	// NoHandshake: TLS records or a ServerHello, but no ClientHello captured
+	// (a pooled connection opened before the capture).
+	NoHandshake bool
+	// Cipher names a non-TLS-over-TCP encrypted protocol (QUIC, DTLS).
+	Cipher  string
+	Data    bool
+	Pending bool // data, but too little to recognise
+	// Associated counts flows in the same capture that proved Istio by
+	// their handshake to the same server endpoint.
+	Associated int
+	// Context says why the live pod's own facts make the flow Istio's
+	// ("" when they do not or the capture is a file).
+	Context string
+}
+
+// flowRule is one row of the per-flow table.
+type flowRule struct {
+	Name    string
+	When    string
+	Verdict Verdict
+	Istio   string // "sidecar", "hbone" or ""
+	match   func(e *flowEvidence) bool
+	explain func(e *flowEvidence) string
+}
+
+// flowRules, first match wins.
+var flowRules = []flowRule{
+	{"cleartext", "a cleartext protocol is recognised: HTTP/1.x, h2c, DNS, printable text", VerdictPlaintext, "",
+		func(e *flowEvidence) bool { return e.Cleartext != "" },
+		func(e *flowEvidence) string { return "cleartext " + e.Cleartext }},
+	{"grep-in-clear", "--grep matched outside TLS", VerdictPlaintext, "",
+		func(e *flowEvidence) bool { return e.GrepHits > 0 },
+		func(e *flowEvidence) string { return "grep pattern visible outside TLS" }},
+	{"istio-hello", "a TLS ClientHello offers Istio's ALPN (istio, istio-peer-exchange, istio-http/*, istio-h2) or SNI outbound_.*", VerdictEncryptedIstio, "sidecar",
+		func(e *flowEvidence) bool { return e.Hello == helloIstio },
+		func(e *flowEvidence) string { return "TLS ClientHello with Istio ALPN/SNI" }},
+	{"hbone-hello", "a TLS ClientHello to port 15008 offers exactly ALPN h2 and no SNI (HBONE: ztunnel, waypoints)", VerdictEncryptedIstio, "hbone",
+		func(e *flowEvidence) bool { return e.Hello == helloHBONE },
+		func(e *flowEvidence) string { return "TLS ClientHello to 15008, ALPN h2, no SNI (HBONE)" }},
+	{"other-hello", "a TLS ClientHello without Istio's ALPN/SNI: encrypted, and proven not Istio", VerdictEncryptedTLS, "",
+		func(e *flowEvidence) bool { return e.Hello == helloOther },
+		func(e *flowEvidence) string { return "TLS ClientHello without Istio ALPN/SNI" }},
+	{"other-cipher", "QUIC or DTLS: encrypted, not Istio", VerdictEncryptedTLS, "",
+		func(e *flowEvidence) bool { return e.Cipher != "" },
+		func(e *flowEvidence) string { return e.Cipher + " (encrypted, not Istio)" }},
+	{"hbone-pooled", "TLS records on port 15008, handshake not captured (a pooled HBONE connection)", VerdictEncryptedIstio, "hbone",
+		func(e *flowEvidence) bool { return e.NoHandshake && e.Server.Port() == hbonePort },
+		func(e *flowEvidence) string { return "TLS records on 15008 (HBONE), handshake not captured" }},
+	{"associated", "handshake not captured, to a server endpoint that flows with an Istio ClientHello in this capture also reach", VerdictEncryptedIstio, "sidecar",
+		func(e *flowEvidence) bool { return e.NoHandshake && e.Associated > 0 },
+		func(e *flowEvidence) string {
+			return fmt.Sprintf("handshake not captured; Istio by association with %d proven %s to %s", e.Associated, plural(e.Associated, "flow", "flows"), e.Server)
+		}},
+	{"pod-context", "handshake not captured, live capture: inbound to the pod's sidecar, or from the pod's sidecar to a pod with a sidecar", VerdictEncryptedIstio, "sidecar",
+		func(e *flowEvidence) bool { return e.NoHandshake && e.Context != "" },
+		func(e *flowEvidence) string { return "handshake not captured; Istio by pod context: " + e.Context }},
+	{"no-handshake", "TLS records or a ServerHello, handshake not captured, nothing proves Istio or not", VerdictEncryptedUnproven, "",
+		func(e *flowEvidence) bool { return e.NoHandshake },
+		func(e *flowEvidence) string { return "TLS records; handshake not captured, Istio not proven" }},
+	{"too-little", "data, but too little to recognise", VerdictUnknown, "",
+		func(e *flowEvidence) bool { return e.Pending },
+		func(e *flowEvidence) string { return "too little data to recognise" }},
+	{"unrecognised", "data of no recognised protocol", VerdictUnknown, "",
+		func(e *flowEvidence) bool { return e.Data },
+		func(e *flowEvidence) string { return "unrecognised bytes" }},
+	{"no-payload", "no payload (refused, idle, or only handshakes of TCP)", VerdictNoData, "",
+		func(*flowEvidence) bool { return true },
+		func(*flowEvidence) string { return "no payload" }},
+}
+
+// decideFlow applies flowRules to e.
+func decideFlow(e *flowEvidence) (rule *flowRule, evidence string) {
+	for i := range flowRules {
+		r := &flowRules[i]
+		if r.match(e) {
+			return r, r.explain(e)
+		}
+	}
+	panic("unreachable: the last flow rule matches everything")
+}
+
+// infraRule sets a flow apart as mesh infrastructure: plaintext or TLS by
+// design, not application traffic, so not part of the verdict unless
+// --include-infra. A --grep hit outside TLS in such a flow still counts.
+type infraRule struct {
+	Name  string
+	When  string
+	match func(e *flowEvidence, pod *PodContext) bool
+}
+
+// Istio's ports that carry infrastructure traffic to a workload pod.
+const (
+	portIstioAgent   = 15020 // merged metrics, rewritten app probes (/app-health/…)
+	portIstioHealth  = 15021 // istio-proxy readiness (/healthz/ready)
+	portEnvoyMetrics = 15090 // Envoy's /stats/prometheus
+	portIstiodXDS    = 15012 // istiod: xDS and certificates over TLS
+)
+
+// istioLocalPorts serve the pod itself (Envoy admin, debug, DNS proxy).
+var istioLocalPorts = []uint16{15000, 15004, 15053}
+
+var infraRules = []infraRule{
+	{"istio-health", "TCP to 15021: the kubelet's readiness probe of istio-proxy (GET /healthz/ready)",
+		func(e *flowEvidence, _ *PodContext) bool {
+			return e.Transport == "tcp" && e.Server.Port() == portIstioHealth
+		}},
+	{"istio-agent", "TCP to 15020: the kubelet's app probes rewritten by injection (/app-health/…) and the merged metrics scrape",
+		func(e *flowEvidence, _ *PodContext) bool {
+			return e.Transport == "tcp" && e.Server.Port() == portIstioAgent
+		}},
+	{"envoy-metrics", "TCP to 15090: Prometheus scraping Envoy (/stats/prometheus)",
+		func(e *flowEvidence, _ *PodContext) bool {
+			return e.Transport == "tcp" && e.Server.Port() == portEnvoyMetrics
+		}},
+	{"istiod", "TCP to 15012: the sidecar's xDS and certificate stream to istiod (TLS)",
+		func(e *flowEvidence, _ *PodContext) bool {
+			return e.Transport == "tcp" && e.Server.Port() == portIstiodXDS
+		}},
+	{"istio-local", "to 15000, 15004 or 15053: the Istio agent's local ports (Envoy admin, debug, DNS proxy)",
+		func(e *flowEvidence, _ *PodContext) bool { return slices.Contains(istioLocalPorts, e.Server.Port()) }},
+	{"kubelet-probe", "live capture: from the node's IP to a port the pod's spec probes",
+		func(e *flowEvidence, pod *PodContext) bool {
+			return pod != nil && pod.NodeIP.IsValid() && e.Client.Addr() == pod.NodeIP && slices.Contains(pod.ProbePorts, e.Server.Port()) && slices.Contains(pod.IPs, e.Server.Addr())
+		}},
+	{"cluster-dns", "DNS on port 53: Istio does not carry DNS, so it is cleartext with or without the mesh",
+		func(e *flowEvidence, _ *PodContext) bool {
+			return e.Server.Port() == 53 && (e.Cleartext == "DNS" || !e.Data)
+		}},
+	{"icmp", "ICMP and ICMPv6: control messages",
+		func(e *flowEvidence, _ *PodContext) bool { return e.Transport == "icmp" }},
+}
+
+// infraOf names the infrastructure rule e falls under ("" for application traffic).
+func infraOf(e *flowEvidence, pod *PodContext) *infraRule {
+	for i := range infraRules {
+		if infraRules[i].match(e, pod) {
+			return &infraRules[i]
+		}
+	}
+	return nil
+}
+
+// tally counts application flows (and loose packets) by verdict.
+type tally struct {
+	plain, istio, tls, unproven, unknown int
+}
+
+func (t *tally) add(v Verdict, n int) {
+	switch v {
+	case VerdictPlaintext:
+		t.plain += n
+	case VerdictEncryptedIstio:
+		t.istio += n
+	case VerdictEncryptedTLS:
+		t.tls += n
+	case VerdictEncryptedUnproven:
+		t.unproven += n
+	case VerdictUnknown:
+		t.unknown += n
+	}
+}
+
+// captureRule is one row of the capture-level table.
+type captureRule struct {
+	Name    string
+	When    string
+	Verdict Verdict
+	match   func(t tally) bool
+}
+
+func (t tally) encrypted() int { return t.istio + t.tls + t.unproven }
+
+// captureRules, first match wins.
+var captureRules = []captureRule{
+	{"no-traffic", "no application flow carried payload", VerdictNoTraffic,
+		func(t tally) bool { return t.plain+t.encrypted()+t.unknown == 0 }},
+	{"mixed", "plaintext beside encrypted or unrecognised traffic, or unrecognised beside encrypted", VerdictMixed,
+		func(t tally) bool {
+			return (t.plain > 0 && t.encrypted()+t.unknown > 0) || (t.unknown > 0 && t.encrypted() > 0)
+		}},
+	{"plaintext", "all plaintext", VerdictPlaintext, func(t tally) bool { return t.plain > 0 }},
+	{"unknown", "all unrecognised", VerdictUnknown, func(t tally) bool { return t.unknown > 0 }},
+	{"not-istio", "all encrypted, and some TLS handshake proves a flow is not Istio's", VerdictEncryptedTLS,
+		func(t tally) bool { return t.tls > 0 }},
+	{"unproven", "all encrypted, some flows without a handshake or other evidence of Istio", VerdictEncryptedUnproven,
+		func(t tally) bool { return t.unproven > 0 }},
+	{"istio", "all encrypted, every flow proven Istio's (handshake, HBONE port, association or pod context)", VerdictEncryptedIstio,
+		func(tally) bool { return true }},
+}
+
+func decideCapture(t tally) Verdict {
+	for _, r := range captureRules {
+		if r.match(t) {
+			return r.Verdict
+		}
+	}
+	return VerdictUnknown
+}
+
+// PolicyText renders the three tables for help texts and docs/verdicts.md.
+func PolicyText() string {
+	var b strings.Builder
+	b.WriteString("Each flow, first matching rule:\n")
+	for _, r := range flowRules {
+		fmt.Fprintf(&b, "  %-14s %-18s %s\n", r.Name, r.Verdict.Label(), r.When)
+	}
+	b.WriteString("\nMesh infrastructure, listed apart and left out of the verdict (--include-infra\nputs it back; a --grep hit outside TLS always counts):\n")
+	for _, r := range infraRules {
+		fmt.Fprintf(&b, "  %-14s %s\n", r.Name, r.When)
+	}
+	b.WriteString("\nThe capture, over application flows, first matching rule:\n")
+	for _, r := range captureRules {
+		fmt.Fprintf(&b, "  %-14s %-34s %s\n", r.Name, r.Verdict.String(), r.When)
+	}
+	return b.String()
+}
+
+// PodContext is what the cluster says about a pod captured live. It lets
+// flows caught mid-stream count as Istio's, and names kubelet probes.
+type PodContext struct {
+	// IPs are the captured pods' addresses.
+	IPs []netip.Addr
+	// NodeIP is the node's address: the kubelet probes from it.
+	NodeIP netip.Addr
+	// Sidecar: the pods run istio-proxy, so their inbound ports (bar
+	// ExcludedInbound) and their outbound traffic to meshed pods are mTLS.
+	Sidecar         bool
+	ExcludedInbound []uint16
+	// ProbePorts are the ports the pods' probes use.
+	ProbePorts []uint16
+	// MeshedPeers are addresses of other pods that run a sidecar.
+	MeshedPeers []netip.Addr
+}
+
+// context explains why pod facts make a mid-stream flow Istio's.
+func (pc *PodContext) context(e *flowEvidence) string {
+	if pc == nil || !pc.Sidecar || e.Transport != "tcp" {
+		return ""
+	}
+	switch {
+	case slices.Contains(pc.IPs, e.Server.Addr()) && !slices.Contains(pc.ExcludedInbound, e.Server.Port()):
+		return "inbound to the captured pod's sidecar"
+	case slices.Contains(pc.IPs, e.Client.Addr()) && slices.Contains(pc.MeshedPeers, e.Server.Addr()):
+		return "from the captured pod's sidecar to a pod with a sidecar"
+	}
+	return ""
+}

@@ -1,0 +1,376 @@
+package sniff
+
+import (
+	"bytes"
+	"crypto/tls"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"golang.org/x/net/dns/dnsmessage"
+)
+
+// Datagram frames are built with gopacket's serializer, an implementation
+// independent of the decoder under test.
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func ipLayers(src, dst netip.Addr, proto layers.IPProtocol) (gopacket.SerializableLayer, gopacket.NetworkLayer) {
+	if src.Is4() {
+		ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: proto, SrcIP: net.IP(src.AsSlice()), DstIP: net.IP(dst.AsSlice()), Id: 0x1234}
+		return ip, ip
+	}
+	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: proto, SrcIP: net.IP(src.AsSlice()), DstIP: net.IP(dst.AsSlice())}
+	return ip, ip
+}
+
+func ethFor(src netip.Addr) *layers.Ethernet {
+	et := layers.EthernetTypeIPv4
+	if src.Is6() {
+		et = layers.EthernetTypeIPv6
+	}
+	return &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, EthernetType: et}
+}
+
+func serialize(t testing.TB, ls ...gopacket.SerializableLayer) []byte {
+	t.Helper()
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
+		t.Fatal(err)
+	}
+	return append([]byte(nil), buf.Bytes()...)
+}
+
+// udpFrame is one Ethernet frame carrying a UDP datagram.
+func udpFrame(t testing.TB, src, dst string, payload []byte) frame {
+	s, d := netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst)
+	ip, nl := ipLayers(s.Addr(), d.Addr(), layers.IPProtocolUDP)
+	udp := &layers.UDP{SrcPort: layers.UDPPort(s.Port()), DstPort: layers.UDPPort(d.Port())}
+	if err := udp.SetNetworkLayerForChecksum(nl); err != nil {
+		t.Fatal(err)
+	}
+	return frame{data: serialize(t, ethFor(s.Addr()), ip, udp, gopacket.Payload(payload)), ts: t0}
+}
+
+// fragmentFrames cuts a UDP datagram into IP fragments of at most mtu
+// payload bytes (a multiple of 8), as a kernel does past the path MTU.
+func fragmentFrames(t testing.TB, src, dst string, payload []byte, mtu int) []frame {
+	s, d := netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst)
+	whole := udpFrame(t, src, dst, payload).data
+	hdr := 14 + 20
+	if s.Addr().Is6() {
+		hdr = 14 + 40
+	}
+	body := whole[hdr:] // UDP header and payload
+	var out []frame
+	for off := 0; off < len(body); off += mtu {
+		end := min(off+mtu, len(body))
+		more := end < len(body)
+		var ip gopacket.SerializableLayer
+		if s.Addr().Is4() {
+			v4 := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, Id: 0x4242, FragOffset: uint16(off / 8),
+				SrcIP: net.IP(s.Addr().AsSlice()), DstIP: net.IP(d.Addr().AsSlice())}
+			if more {
+				v4.Flags = layers.IPv4MoreFragments
+			}
+			ip = v4
+			out = append(out, frame{data: serialize(t, ethFor(s.Addr()), ip, gopacket.Payload(body[off:end])), ts: t0})
+			continue
+		}
+		v6 := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolIPv6Fragment,
+			SrcIP: net.IP(s.Addr().AsSlice()), DstIP: net.IP(d.Addr().AsSlice())}
+		fh := []byte{byte(layers.IPProtocolUDP), 0, byte(off >> 8), byte(off & 0xf8), 0, 0, 0x42, 0x42}
+		if more {
+			fh[3] |= 1
+		}
+		out = append(out, frame{data: serialize(t, ethFor(s.Addr()), v6, gopacket.Payload(append(fh, body[off:end]...))), ts: t0})
+	}
+	return out
+}
+
+func dnsQuery(t testing.TB, name string, response bool) []byte {
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 7, Response: response, RecursionDesired: true})
+	if err := b.StartQuestions(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Question(dnsmessage.Question{Name: dnsmessage.MustNewName(name), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := b.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// midstream is a pooled TLS connection caught after its handshake.
+func midstream(client, server string) []frame {
+	var records []byte
+	for i := 0; i < 4; i++ {
+		records = append(records, 0x17, 0x03, 0x03, 0x00, 0x40)
+		records = append(records, bytes.Repeat([]byte{0x9c}, 0x40)...)
+	}
+	return newConv(LinkTypeEthernet, client, server).send(true, records, 1000).send(false, records, 1000).frames
+}
+
+func probe(client, server, path string) []frame {
+	return newConv(LinkTypeEthernet, client, server).handshake().
+		send(true, []byte("GET "+path+" HTTP/1.1\r\nHost: "+server+"\r\nUser-Agent: kube-probe/1.35\r\n\r\n"), 1000).
+		send(false, []byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), 1000).fin().frames
+}
+
+func hboneHello(t testing.TB) []chunk {
+	return tlsHelloChunks(t, "", []string{"h2"})
+}
+
+// tlsHelloChunks is a Go TLS 1.3 mTLS exchange with the given SNI (none
+// when empty) and ALPN offer.
+func tlsHelloChunks(t testing.TB, sni string, alpn []string) []chunk {
+	cert, pool := testCert(t, "backend")
+	client := &tls.Config{ServerName: sni, InsecureSkipVerify: true, Certificates: []tls.Certificate{cert}, NextProtos: alpn, MinVersion: tls.VersionTLS13}
+	server := &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, NextProtos: alpn}
+	return tlsExchange(t, client, server, []byte("ping"), []byte("pong"))
+}
+
+// policyCase builds one capture, analyses it with cfg and returns the report.
+func policyReport(t *testing.T, cfg Config, frames ...[]frame) *Report {
+	t.Helper()
+	rep, _ := analyzeBytes(t, pcapBytes(t, LinkTypeEthernet, frames...), cfg)
+	return rep
+}
+
+func rulesOf(fs []FlowSummary) []string {
+	var out []string
+	for _, f := range fs {
+		out = append(out, f.Rule)
+	}
+	return out
+}
+
+// TestFlowRules drives every row of flowRules with a capture that should
+// land on it, and fails when a row has no case.
+func TestFlowRules(t *testing.T) {
+	mtls := mtlsChunks(t)
+	pod := &PodContext{IPs: []netip.Addr{netip.MustParseAddr("10.1.0.7")}, Sidecar: true}
+	tests := []struct {
+		rule    string
+		cfg     Config
+		frames  func() []frame
+		verdict Verdict
+		istio   string
+	}{
+		{"cleartext", Config{}, func() []frame { return plainConv(LinkTypeEthernet, "10.1.0.5:1", "10.1.0.7:80", 100).frames }, VerdictPlaintext, ""},
+		{"cleartext", Config{}, func() []frame {
+			return []frame{udpFrame(t, "10.1.0.5:5000", "10.1.0.9:8125", []byte("checkout.requests:1|c|#env:prod"))}
+		}, VerdictPlaintext, ""},
+		{"cleartext", Config{}, func() []frame {
+			return []frame{udpFrame(t, "10.1.0.5:5000", "10.1.0.9:5353", dnsQuery(t, "backend.local.", false))}
+		}, VerdictPlaintext, ""},
+		{"grep-in-clear", Config{Grep: "TGN"}, func() []frame {
+			return []frame{udpFrame(t, "10.1.0.5:5000", "10.1.0.9:9999", []byte{0, 1, 2, 'T', 'G', 'N', 0xff})}
+		}, VerdictPlaintext, ""},
+		{"istio-hello", Config{}, func() []frame {
+			return newConv(LinkTypeEthernet, "10.1.0.5:40000", "10.1.0.7:80").handshake().play(mtls, 1000).fin().frames
+		}, VerdictEncryptedIstio, "sidecar"},
+		{"hbone-hello", Config{}, func() []frame {
+			return newConv(LinkTypeEthernet, "10.1.0.5:40000", "10.1.0.7:15008").handshake().play(hboneHello(t), 1000).fin().frames
+		}, VerdictEncryptedIstio, "hbone"},
+		{"other-hello", Config{}, func() []frame {
+			// h2 to 15008 with an SNI is not ztunnel's hello.
+			return newConv(LinkTypeEthernet, "10.1.0.5:40000", "10.1.0.7:15008").handshake().play(tlsHelloChunks(t, "backend", []string{"h2"}), 1000).fin().frames
+		}, VerdictEncryptedTLS, ""},
+		{"other-cipher", Config{}, func() []frame {
+			quic := append([]byte{0xc3, 0, 0, 0, 1, 8}, bytes.Repeat([]byte{0xaa}, 40)...)
+			return []frame{udpFrame(t, "10.1.0.5:5000", "10.1.0.9:443", quic)}
+		}, VerdictEncryptedTLS, ""},
+		{"hbone-pooled", Config{}, func() []frame { return midstream("10.1.0.5:40000", "10.1.0.7:15008") }, VerdictEncryptedIstio, "hbone"},
+		{"associated", Config{}, func() []frame {
+			proven := newConv(LinkTypeEthernet, "10.1.0.5:40001", "10.1.0.7:80").handshake().play(mtls, 1000).fin().frames
+			return append(midstream("10.1.0.5:40000", "10.1.0.7:80"), proven...)
+		}, VerdictEncryptedIstio, "sidecar"},
+		{"pod-context", Config{Pod: pod}, func() []frame { return midstream("10.1.0.5:40000", "10.1.0.7:80") }, VerdictEncryptedIstio, "sidecar"},
+		{"no-handshake", Config{}, func() []frame { return midstream("10.1.0.5:40000", "10.1.0.7:80") }, VerdictEncryptedUnproven, ""},
+		{"too-little", Config{}, func() []frame {
+			return newConv(LinkTypeEthernet, "10.1.0.5:1", "10.1.0.7:9000").handshake().send(true, []byte{0x16, 0x03}, 10).frames
+		}, VerdictUnknown, ""},
+		{"unrecognised", Config{}, func() []frame {
+			return []frame{udpFrame(t, "10.1.0.5:5000", "10.1.0.9:9999", bytes.Repeat([]byte{0x00, 0xfe}, 30))}
+		}, VerdictUnknown, ""},
+		{"no-payload", Config{}, func() []frame {
+			c := newConv(LinkTypeEthernet, "10.1.0.5:1", "10.1.0.7:80")
+			c.add(true, 1, tcpSYN, nil)
+			c.add(false, 0, tcpRST|tcpACK, nil)
+			return c.frames
+		}, VerdictNoData, ""},
+	}
+	covered := map[string]bool{}
+	for _, tt := range tests {
+		t.Run(tt.rule, func(t *testing.T) {
+			rep := policyReport(t, tt.cfg, tt.frames())
+			if len(rep.Flows) == 0 {
+				t.Fatalf("no application flow:\n%s", summary(t, rep))
+			}
+			f := rep.Flows[0]
+			if f.Rule != tt.rule || f.Verdict != tt.verdict || f.Istio != tt.istio {
+				t.Errorf("rule %s verdict %s istio %q; want %s %s %q\n%s", f.Rule, f.Verdict, f.Istio, tt.rule, tt.verdict, tt.istio, summary(t, rep))
+			}
+			covered[tt.rule] = true
+		})
+	}
+	for _, r := range flowRules {
+		if !covered[r.Name] {
+			t.Errorf("flow rule %s has no test case", r.Name)
+		}
+	}
+}
+
+func TestInfraRules(t *testing.T) {
+	mtls := mtlsChunks(t)
+	node := netip.MustParseAddr("10.243.0.2")
+	pod := &PodContext{IPs: []netip.Addr{netip.MustParseAddr("10.1.0.7")}, NodeIP: node, ProbePorts: []uint16{8080}}
+	app := newConv(LinkTypeEthernet, "10.1.0.5:40000", "10.1.0.7:80").handshake().play(mtls, 1000).fin().frames
+	tests := []struct {
+		rule   string
+		frames []frame
+	}{
+		{"istio-health", probe("10.243.0.2:50000", "10.1.0.7:15021", "/healthz/ready")},
+		{"istio-agent", probe("10.243.0.2:50001", "10.1.0.7:15020", "/app-health/app/readyz")},
+		{"envoy-metrics", probe("10.1.0.99:50002", "10.1.0.7:15090", "/stats/prometheus")},
+		{"istiod", midstream("10.1.0.7:50003", "10.1.0.2:15012")},
+		{"istio-local", probe("10.1.0.9:50004", "10.1.0.7:15000", "/config_dump")},
+		{"kubelet-probe", probe("10.243.0.2:50005", "10.1.0.7:8080", "/ready")},
+		{"cluster-dns", []frame{udpFrame(t, "10.1.0.7:40000", "10.0.0.10:53", dnsQuery(t, "backend.default.svc.cluster.local.", false)),
+			udpFrame(t, "10.0.0.10:53", "10.1.0.7:40000", dnsQuery(t, "backend.default.svc.cluster.local.", true))}},
+		{"icmp", []frame{{data: serialize(t, ethFor(node), &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4,
+			SrcIP: net.IP{10, 1, 0, 7}, DstIP: net.IP{10, 1, 0, 5}}, &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(8, 0)}, gopacket.Payload("0123456789abcdefghijklmnopqrstuv")), ts: t0}}},
+	}
+	covered := map[string]bool{}
+	for _, tt := range tests {
+		t.Run(tt.rule, func(t *testing.T) {
+			rep := policyReport(t, Config{Pod: pod}, app, tt.frames)
+			if rep.Verdict != VerdictEncryptedIstio || len(rep.Infra) != 1 || rep.Infra[0].Infra != tt.rule {
+				t.Fatalf("verdict %s, infra %v; want ENCRYPTED (Istio mTLS) and one %s flow apart\n%s", rep.Verdict, rep.Infra, tt.rule, summary(t, rep))
+			}
+			covered[tt.rule] = true
+			with := policyReport(t, Config{Pod: pod, IncludeInfra: true}, app, tt.frames)
+			if len(with.Infra) != 0 || len(with.Flows) != 2 {
+				t.Errorf("--include-infra: %d flows, %d apart; want 2 and 0", len(with.Flows), len(with.Infra))
+			}
+		})
+	}
+	for _, r := range infraRules {
+		if !covered[r.Name] {
+			t.Errorf("infra rule %s has no test case", r.Name)
+		}
+	}
+}
+
+func TestCaptureRules(t *testing.T) {
+	tests := []struct {
+		rule string
+		t    tally
+	}{
+		{"no-traffic", tally{}},
+		{"mixed", tally{plain: 1, istio: 14}},
+		{"mixed", tally{unknown: 1, istio: 14}},
+		{"plaintext", tally{plain: 3}},
+		{"unknown", tally{unknown: 2}},
+		{"not-istio", tally{tls: 1, istio: 3, unproven: 1}},
+		{"unproven", tally{istio: 14, unproven: 1}},
+		{"istio", tally{istio: 14}},
+	}
+	covered := map[string]bool{}
+	for _, tt := range tests {
+		want := captureRules[slices.IndexFunc(captureRules, func(r captureRule) bool { return r.Name == tt.rule })].Verdict
+		if got := decideCapture(tt.t); got != want {
+			t.Errorf("%+v: %s, want %s (%s)", tt.t, got, want, tt.rule)
+		}
+		covered[tt.rule] = true
+	}
+	for _, r := range captureRules {
+		if !covered[r.Name] {
+			t.Errorf("capture rule %s has no test case", r.Name)
+		}
+	}
+}
+
+// The failures a real mesh showed, each as a capture.
+func TestRealMeshFailures(t *testing.T) {
+	mtls := mtlsChunks(t)
+	istio := func(port int) []frame {
+		return newConv(LinkTypeEthernet, "10.1.0.5:"+strconv.Itoa(port), "10.1.0.7:80").handshake().play(mtls, 1000).fin().frames
+	}
+	t.Run("a cleartext UDP marker beside Istio mTLS is not encrypted", func(t *testing.T) {
+		rep := policyReport(t, Config{Grep: "TGN"}, istio(40000), []frame{udpFrame(t, "10.1.0.7:41000", "10.1.0.9:514", []byte("<14>backend: greeting Hi TGN meetup sent"))})
+		if rep.Verdict != VerdictMixed || rep.GrepHits != 1 {
+			t.Errorf("verdict %s, %d hits; want MIXED, 1\n%s", rep.Verdict, rep.GrepHits, summary(t, rep))
+		}
+		if len(rep.Why) != 1 || !strings.Contains(rep.Why[0], "10.1.0.7:41000 → 10.1.0.9:514") {
+			t.Errorf("why %q does not name the UDP flow", rep.Why)
+		}
+	})
+	t.Run("kubelet probes and scrapes leave an injected pod encrypted", func(t *testing.T) {
+		rep := policyReport(t, Config{}, istio(40000), probe("10.243.0.2:50000", "10.1.0.7:15021", "/healthz/ready"),
+			probe("10.243.0.2:50001", "10.1.0.7:15020", "/app-health/app/readyz"), probe("10.1.0.99:50002", "10.1.0.7:15090", "/stats/prometheus"))
+		if rep.Verdict != VerdictEncryptedIstio || len(rep.Infra) != 3 {
+			t.Errorf("verdict %s, %d infra flows; want ENCRYPTED (Istio mTLS), 3\n%s", rep.Verdict, len(rep.Infra), summary(t, rep))
+		}
+	})
+	t.Run("a marker in infrastructure traffic still counts", func(t *testing.T) {
+		rep := policyReport(t, Config{Grep: "TGN"}, istio(40000), probe("10.243.0.2:50000", "10.1.0.7:15020", "/app-health/TGN/readyz"))
+		if rep.Verdict != VerdictMixed {
+			t.Errorf("verdict %s, want MIXED\n%s", rep.Verdict, summary(t, rep))
+		}
+	})
+	t.Run("one pooled flow among fourteen proven ones is Istio", func(t *testing.T) {
+		var frames [][]frame
+		for i := 0; i < 14; i++ {
+			frames = append(frames, istio(40000+i))
+		}
+		frames = append(frames, midstream("10.1.0.5:39999", "10.1.0.7:80"))
+		rep := policyReport(t, Config{}, frames...)
+		if rep.Verdict != VerdictEncryptedIstio {
+			t.Errorf("verdict %s, want ENCRYPTED (Istio mTLS)\n%s", rep.Verdict, summary(t, rep))
+		}
+	})
+	t.Run("only pooled flows are encrypted, Istio not proven", func(t *testing.T) {
+		rep := policyReport(t, Config{}, midstream("10.1.0.5:39999", "10.1.0.7:80"))
+		if rep.Verdict != VerdictEncryptedUnproven {
+			t.Errorf("verdict %s, want %s", rep.Verdict, VerdictEncryptedUnproven)
+		}
+	})
+	t.Run("flows past the flow limit still count", func(t *testing.T) {
+		rep := policyReport(t, Config{MaxFlows: 1}, midstream("10.1.0.5:39999", "10.1.0.7:80"), plainConv(LinkTypeEthernet, "10.1.0.5:1", "10.1.0.7:80", 100).frames)
+		if rep.Verdict != VerdictMixed || rep.UntrackedPackets == 0 {
+			t.Errorf("verdict %s, %d untracked; want MIXED and some\n%s", rep.Verdict, rep.UntrackedPackets, summary(t, rep))
+		}
+	})
+}
+
+func TestFragments(t *testing.T) {
+	msg := append(bytes.Repeat([]byte{0x01}, 1476), []byte("Hi TGN meetup")...) // the marker straddles the first cut
+	msg = append(msg, bytes.Repeat([]byte{0x02}, 1500)...)
+	for _, addrs := range [][2]string{{"10.1.0.5:5000", "10.1.0.9:9999"}, {"[fd00::5]:5000", "[fd00::9]:9999"}} {
+		t.Run(addrs[0], func(t *testing.T) {
+			frames := fragmentFrames(t, addrs[0], addrs[1], msg, 1480)
+			if len(frames) != 3 {
+				t.Fatalf("%d fragments, want 3", len(frames))
+			}
+			frames[1], frames[2] = frames[2], frames[1] // out of order
+			rep := policyReport(t, Config{Grep: "TGN"}, frames)
+			if rep.GrepHits != 1 || rep.Reassembled != 1 || rep.Fragments != 3 || rep.Verdict != VerdictPlaintext {
+				t.Errorf("%d hits, %d reassembled of %d fragments, %s; want 1, 1 of 3, PLAINTEXT\n%s", rep.GrepHits, rep.Reassembled, rep.Fragments, rep.Verdict, summary(t, rep))
+			}
+			lost := policyReport(t, Config{}, frames[:2])
+			if lost.FragmentsLost != 2 || lost.Verdict != VerdictUnknown {
+				t.Errorf("incomplete datagram: %d lost, %s; want 2, UNKNOWN", lost.FragmentsLost, lost.Verdict)
+			}
+		})
+	}
+}
