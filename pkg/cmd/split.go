@@ -31,17 +31,41 @@ The --SUBSET form accepts any flag this command does not define as a subset
 name; a subset named like a flag of this command (say "route") has to be
 given as route=50 instead.
 
-With the Istio API (default), the Service's DestinationRule gets the
-subsets it needs and its VirtualService's default route (the first without
-match conditions, or the one named with --route) gets the weights. Existing
-objects for the Service's host are edited in place whatever their names;
-every other field, route and annotation in them is kept. With --api gateway
-an HTTPRoute whose parent is the Service sends traffic to one Service per
-version (<service>-<version>; --create-services creates missing ones).
+With the Istio API (default), its VirtualService's default route (the
+first without match conditions, or the one named with --route) gets the
+weights, and the DestinationRule that applies to the Service gets the
+subsets it needs. Existing objects are edited in place whatever their
+names; every other field, route and annotation in them is kept. With --api
+gateway an HTTPRoute whose parent is the Service sends traffic to one
+Service per version (<service>-<version>; --create-services creates
+missing ones).
 
-Every change records the previous weights in an annotation, so --undo puts
-them back (and a second --undo redoes). Without weights, the current split
-is shown.`
+Nothing in a route is dropped. Versions the weights leave out stay in the
+route with weight 0. Destinations that are not versions of the Service
+(another host, a subset that selects no version, another backend) keep
+their weights, and the weights given divide only the share that went to
+the Service: if a route sends 90 to backend and 10 to
+legacy.other.svc.cluster.local, 50/50 makes it v1 45, v2 45, legacy 10.
+split refuses (and changes nothing) when the Service has no share in the
+route, or when a weight would round to 0 in it.
+
+Istio applies one DestinationRule per host: for clients in the Service's
+namespace, the most specific one there (exact host before wildcard, such
+as *.<namespace>.svc.cluster.local), else the most specific one in the
+root namespace (--root-namespace) exported to it. split never creates a
+rule that would take the place of a wildcard or root-namespace rule and
+so drop its trafficPolicy for the Service: it adds the subsets to a
+wildcard rule in the Service's namespace that is exported at least as
+widely as the VirtualService, and otherwise refuses and says what to do.
+
+Every change records what it did in an annotation, so --undo takes it
+back (and a second --undo redoes): the route is found by its name, or by
+its match conditions and destinations when it has none, and undo refuses
+when its destinations were edited since. Objects the change created (the
+VirtualService or HTTPRoute, the DestinationRule, per-version Services)
+are deleted again unless they were changed since or something still uses
+them; subsets added to an existing DestinationRule stay. Without weights,
+the current split is shown.`
 
 const splitExample = `  # Show the current split of service backend
   kubectl mesh split backend
@@ -75,6 +99,7 @@ type SplitOptions struct {
 	API            string
 	CreateServices bool
 	DryRun         string
+	RootNamespace  string
 
 	Namespace   string
 	Service     string
@@ -88,11 +113,12 @@ type SplitOptions struct {
 // NewCmdSplit returns the split command.
 func NewCmdSplit(root *options.Options) *cobra.Command {
 	o := &SplitOptions{
-		Options:     root,
-		PrintFlags:  genericclioptions.NewPrintFlags(""),
-		SubsetLabel: traffic.DefaultSubsetLabel,
-		API:         string(traffic.APIIstio),
-		DryRun:      string(traffic.DryRunNone),
+		Options:       root,
+		PrintFlags:    genericclioptions.NewPrintFlags(""),
+		SubsetLabel:   traffic.DefaultSubsetLabel,
+		API:           string(traffic.APIIstio),
+		DryRun:        string(traffic.DryRunNone),
+		RootNamespace: traffic.DefaultRootNamespace,
 	}
 	cmd := &cobra.Command{
 		Use:     "split SERVICE [WEIGHTS | --SUBSET WEIGHT ...]",
@@ -136,6 +162,7 @@ func NewCmdSplit(root *options.Options) *cobra.Command {
 	f.BoolVar(&o.Undo, "undo", o.Undo, "Restore the weights from before the last change")
 	f.StringVar(&o.API, "api", o.API, "Routing API to write: istio (VirtualService and DestinationRule) or gateway (Gateway API HTTPRoute)")
 	f.BoolVar(&o.CreateServices, "create-services", o.CreateServices, "With --api gateway, create missing per-version Services")
+	f.StringVar(&o.RootNamespace, "root-namespace", o.RootNamespace, "Istio's root namespace (meshConfig.rootNamespace), whose DestinationRules apply mesh-wide")
 	f.StringVar(&o.DryRun, "dry-run", o.DryRun, `Must be "none", "server", or "client". If client strategy, only print the objects that would be sent; if server strategy, send them for validation without persisting them`)
 	o.PrintFlags.AddFlags(cmd)
 	return cmd
@@ -305,6 +332,7 @@ func (o *SplitOptions) Run(ctx context.Context) error {
 		CreateServices: o.CreateServices,
 		API:            traffic.API(o.API),
 		DryRun:         traffic.DryRun(o.DryRun),
+		RootNamespace:  o.RootNamespace,
 	})
 	if err != nil {
 		return err
@@ -357,7 +385,11 @@ func printSplit(w io.Writer, rows []traffic.Row) error {
 		if r.Weight >= 0 {
 			weight = fmt.Sprint(r.Weight)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\n", r.Route, r.Subset, weight, r.Ready, r.Pods)
+		pods := "-" // not a version of the service
+		if r.Pods >= 0 {
+			pods = fmt.Sprintf("%d/%d", r.Ready, r.Pods)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Route, r.Subset, weight, pods)
 	}
 	return tw.Flush()
 }

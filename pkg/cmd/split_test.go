@@ -52,6 +52,10 @@ func trafficFake(kubeObjs []runtime.Object, noAPIs bool, dynObjs ...runtime.Obje
 		u := a.(clienttesting.UpdateActionImpl)
 		return len(u.UpdateOptions.DryRun) > 0, u.Object, nil
 	})
+	dyn.PrependReactor("delete", "*", func(a clienttesting.Action) (bool, runtime.Object, error) {
+		d := a.(clienttesting.DeleteActionImpl)
+		return len(d.DeleteOptions.DryRun) > 0, nil, nil
+	})
 	f.Dynamic = dyn
 	f.SetClients(options.Clients{Kube: f.Kube, Istio: f.Istio, Dynamic: dyn, Discovery: memory.NewMemCacheClient(f.Kube.Discovery())})
 	f.ConfigFlags.Namespace = ptr("shop")
@@ -132,6 +136,8 @@ items:
 - apiVersion: networking.istio.io/v1
   kind: VirtualService
   metadata:
+    annotations:
+      traffic.kubectl-mesh.io/previous-split: '{"route":"http[0]","added":true,"written":[{"destination":{"host":"backend","subset":"v2"},"weight":100}],"created":["virtualservice/backend","destinationrule/backend"]}'
     name: backend
     namespace: shop
   spec:

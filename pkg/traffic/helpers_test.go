@@ -59,6 +59,10 @@ func newFakes(kubeObjs []runtime.Object, dynObjs ...runtime.Object) fakes {
 		u := a.(clienttesting.UpdateActionImpl)
 		return len(u.UpdateOptions.DryRun) > 0, u.Object, nil
 	})
+	dyn.PrependReactor("delete", "*", func(a clienttesting.Action) (bool, runtime.Object, error) {
+		d := a.(clienttesting.DeleteActionImpl)
+		return len(d.DeleteOptions.DryRun) > 0, nil, nil
+	})
 	return fakes{Clients: Clients{Kube: kube, Dynamic: dyn, Discovery: kube.Discovery()}, kube: kube, dyn: dyn}
 }
 

@@ -2,7 +2,6 @@ package traffic
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -34,6 +33,10 @@ type SplitConfig struct {
 	// Route names the HTTP route (Istio) or rule (Gateway API) to change;
 	// empty means the default one: the first without match conditions.
 	Route string
+	// RootNamespace is Istio's root namespace (meshConfig.rootNamespace),
+	// whose DestinationRules apply to every namespace they are exported
+	// to; empty means DefaultRootNamespace.
+	RootNamespace string
 	// AllowEmpty permits subsets that no pod backs yet.
 	AllowEmpty bool
 	// CreateServices creates missing per-version Services (Gateway API).
@@ -78,23 +81,15 @@ type NoHistoryError struct{ Reason string }
 
 func (e *NoHistoryError) Error() string { return e.Reason }
 
-// previous is the value of AnnotationPrevious.
-type previous struct {
-	// Route is the route's name, or http[i] / rules[i] when it has none.
-	Route string `json:"route"`
-	// Destinations is the route's destination (or backendRefs) list before
-	// the change.
-	Destinations []interface{} `json:"destinations,omitempty"`
-	// Added says the split appended the route; undo removes it again.
-	Added bool `json:"added,omitempty"`
-}
-
 // planned is one object to create or update.
 type planned struct {
 	gvr     schema.GroupVersionResource
 	obj     *unstructured.Unstructured
 	create  bool
 	changed bool
+	// remove deletes obj (it must still have the UID and resourceVersion
+	// read), for --undo of a split that created it.
+	remove bool
 }
 
 // Split shows, sets or undoes the traffic split of a Service. Reads and
@@ -110,6 +105,9 @@ func Split(ctx context.Context, c Clients, cfg SplitConfig) (*SplitResult, error
 	}
 	if cfg.DryRun == "" {
 		cfg.DryRun = DryRunNone
+	}
+	if cfg.RootNamespace == "" {
+		cfg.RootNamespace = DefaultRootNamespace
 	}
 	need := []schema.GroupVersionResource{VirtualServices, DestinationRules}
 	if cfg.API == APIGateway {
@@ -176,7 +174,7 @@ func (w writer) apply(ctx context.Context, plan []planned) ([]*unstructured.Unst
 	if w.dryRun == DryRunNone {
 		for _, p := range plan {
 			if p.changed {
-				if _, err := w.write(ctx, p.gvr, p.obj, p.create, true); err != nil {
+				if err := w.writeOrRemove(ctx, p, true); err != nil {
 					return nil, nil, err
 				}
 			}
@@ -187,17 +185,27 @@ func (w writer) apply(ctx context.Context, plan []planned) ([]*unstructured.Unst
 		out := p.obj
 		if p.changed {
 			op = "configured"
-			if p.create {
+			switch {
+			case p.create:
 				op = "created"
+			case p.remove:
+				op = "deleted"
 			}
 			if w.dryRun != DryRunClient {
 				var err error
-				if out, err = w.write(ctx, p.gvr, p.obj, p.create, w.dryRun == DryRunServer); err != nil {
+				if p.remove {
+					err = w.writeOrRemove(ctx, p, w.dryRun == DryRunServer)
+				} else {
+					out, err = w.write(ctx, p.gvr, p.obj, p.create, w.dryRun == DryRunServer)
+				}
+				if err != nil {
 					return nil, nil, err
 				}
 			}
 		}
-		objs = append(objs, out)
+		if !p.remove {
+			objs = append(objs, out)
+		}
 		changes = append(changes, Change{Resource: resourceName(p.gvr), Name: p.obj.GetName(), Op: op})
 	}
 	return objs, changes, nil
@@ -256,53 +264,6 @@ func matchesAll(ms []interface{}) bool {
 	return len(p) == 2 && p["type"] == "PathPrefix" && p["value"] == "/"
 }
 
-// findRoute locates the route recorded under key for undo.
-func findRoute(routes []interface{}, field, key string) int {
-	for i, r := range routes {
-		m, _ := r.(map[string]interface{})
-		if routeKey(m, field, i) == key {
-			return i
-		}
-	}
-	return -1
-}
-
-func encodePrevious(p previous) (string, error) {
-	b, err := json.Marshal(p)
-	if err != nil {
-		return "", fmt.Errorf("recording the previous split: %w", err)
-	}
-	return string(b), nil
-}
-
-func decodePrevious(obj *unstructured.Unstructured) (*previous, error) {
-	v, ok := obj.GetAnnotations()[AnnotationPrevious]
-	if !ok {
-		return nil, nil
-	}
-	var p previous
-	if err := json.Unmarshal([]byte(v), &p); err != nil {
-		return nil, fmt.Errorf("reading annotation %s of %s %s/%s: %w; remove the annotation and set weights explicitly",
-			AnnotationPrevious, strings.ToLower(obj.GetKind()), obj.GetNamespace(), obj.GetName(), err)
-	}
-	return &p, nil
-}
-
-func removeAnnotation(obj *unstructured.Unstructured, key string) {
-	a := obj.GetAnnotations()
-	delete(a, key)
-	obj.SetAnnotations(a)
-}
-
-func setAnnotation(obj *unstructured.Unstructured, key, val string) {
-	a := obj.GetAnnotations()
-	if a == nil {
-		a = map[string]string{}
-	}
-	a[key] = val
-	obj.SetAnnotations(a)
-}
-
 // weightOf reads a destination's weight as an int (JSON numbers decode as
 // int64 or float64 depending on the path they took).
 func weightOf(d map[string]interface{}) (int, bool) {
@@ -319,14 +280,15 @@ func weightOf(d map[string]interface{}) (int, bool) {
 	return 0, false
 }
 
-// checkSubsets fails for subsets without pods unless allowEmpty.
+// checkSubsets fails for subsets without pods unless allowEmpty; a weight
+// of 0 sends no traffic, so it needs no pods.
 func checkSubsets(b *backend, weights []SubsetWeight, labelsOf func(string) map[string]string, allowEmpty bool) error {
 	for _, sw := range weights {
 		lbls := labelsOf(sw.Subset)
 		if lbls == nil {
 			lbls = b.subsetLabels(sw.Subset)
 		}
-		if _, total := b.podCounts(lbls); total > 0 || allowEmpty {
+		if _, total := b.podCounts(lbls); total > 0 || allowEmpty || sw.Weight == 0 {
 			continue
 		}
 		sel := formatLabels(lbls)
@@ -358,79 +320,4 @@ func show(ctx context.Context, c Clients, cfg SplitConfig, b *backend) (*SplitRe
 		return nil, err
 	}
 	return &SplitResult{Rows: rows, Notes: notes}, nil
-}
-
-// setRoute replaces the destinations (destField) of one route in
-// spec.<field> with build(old), recording the old ones for undo. It appends a
-// route when none fits. Only that one list changes.
-func setRoute(obj *unstructured.Unstructured, field, destField, name string, build func(old []interface{}) []interface{}) (bool, error) {
-	routes, _, _ := unstructured.NestedSlice(obj.Object, "spec", field)
-	owner := strings.ToLower(obj.GetKind()) + " " + obj.GetName()
-	i, err := chooseRoute(routes, field, name, owner)
-	if err != nil {
-		return false, err
-	}
-	prev := previous{Route: fmt.Sprintf("%s[%d]", field, i)}
-	var route map[string]interface{}
-	if i == len(routes) {
-		route = map[string]interface{}{}
-		routes = append(routes, route)
-		prev.Added = true
-	} else {
-		route, _ = routes[i].(map[string]interface{})
-		prev.Route = routeKey(route, field, i)
-		prev.Destinations, _ = route[destField].([]interface{})
-	}
-	old, _ := route[destField].([]interface{})
-	next := build(old)
-	if !prev.Added && jsonEqual(old, next) {
-		return false, nil
-	}
-	route[destField] = next
-	if err := unstructured.SetNestedSlice(obj.Object, routes, "spec", field); err != nil {
-		return false, err
-	}
-	a, err := encodePrevious(prev)
-	if err != nil {
-		return false, err
-	}
-	setAnnotation(obj, AnnotationPrevious, a)
-	return true, nil
-}
-
-// undoRoute puts back the destinations recorded in prev and records the
-// current ones, so a second undo redoes.
-func undoRoute(obj *unstructured.Unstructured, prev *previous, field, destField string) error {
-	routes, _, _ := unstructured.NestedSlice(obj.Object, "spec", field)
-	kind := strings.ToLower(obj.GetKind())
-	i := findRoute(routes, field, prev.Route)
-	if i < 0 {
-		return fmt.Errorf("route %s recorded in %s %s no longer exists; set weights explicitly", prev.Route, kind, obj.GetName())
-	}
-	route, _ := routes[i].(map[string]interface{})
-	cur, _ := route[destField].([]interface{})
-	if prev.Added {
-		if len(routes) == 1 {
-			return fmt.Errorf("it would remove the only route of %s %s; delete the %s instead", kind, obj.GetName(), obj.GetKind())
-		}
-		// The split added this route; undo takes it away again, and
-		// there is nothing left to redo.
-		routes = append(routes[:i:i], routes[i+1:]...)
-		removeAnnotation(obj, AnnotationPrevious)
-	} else {
-		route[destField] = prev.Destinations
-		a, err := encodePrevious(previous{Route: prev.Route, Destinations: cur})
-		if err != nil {
-			return err
-		}
-		setAnnotation(obj, AnnotationPrevious, a)
-	}
-	return unstructured.SetNestedSlice(obj.Object, routes, "spec", field)
-}
-
-// jsonEqual compares as JSON, so int64(50) and float64(50) are equal.
-func jsonEqual(a, b interface{}) bool {
-	ja, errA := json.Marshal(a)
-	jb, errB := json.Marshal(b)
-	return errA == nil && errB == nil && string(ja) == string(jb)
 }

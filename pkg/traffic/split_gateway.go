@@ -71,22 +71,7 @@ func planGateway(ctx context.Context, c Clients, cfg SplitConfig, b *backend) ([
 		return nil, rows, notes, nil
 	}
 	if cfg.Undo {
-		if route == nil {
-			return nil, nil, nil, &NoHistoryError{Reason: fmt.Sprintf("nothing to undo for service %s/%s: no HTTPRoute has it as parent", ns, svc)}
-		}
-		prev, err := decodePrevious(route)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		if prev == nil {
-			return nil, nil, nil, noHistory(route, ns, svc)
-		}
-		route = route.DeepCopy()
-		if err := undoRoute(route, prev, "rules", "backendRefs"); err != nil {
-			return nil, nil, nil, fmt.Errorf("cannot undo the split of service %s/%s: %w", ns, svc, err)
-		}
-		rows, notes := gatewayRows(route, b)
-		return []planned{{gvr: HTTPRoutes, obj: route, changed: true}}, rows, notes, nil
+		return undoGateway(ctx, c, route, b, cfg)
 	}
 
 	weights, err := cfg.Weights.Resolve(b.versions)
@@ -129,7 +114,18 @@ func planGateway(ctx context.Context, c Clients, cfg SplitConfig, b *backend) ([
 	if len(b.svc.Spec.Ports) > 0 {
 		port = int64(b.svc.Spec.Ports[0].Port)
 	}
-	build := func(old []interface{}) []interface{} { return backendRefs(old, svc, port, weights) }
+	versions := map[string]bool{}
+	for _, v := range b.versions {
+		versions[v] = true
+	}
+	var created []string
+	for _, p := range plan {
+		created = append(created, createdRef(p.obj))
+	}
+	for _, w := range weights {
+		versions[w.Subset] = true
+	}
+	p := planned{gvr: HTTPRoutes}
 	if route == nil {
 		if cfg.Route != "" {
 			return nil, nil, nil, fmt.Errorf("route %q not found: no HTTPRoute has service %s/%s as parent yet; leave out --route to create one", cfg.Route, ns, svc)
@@ -137,19 +133,111 @@ func planGateway(ctx context.Context, c Clients, cfg SplitConfig, b *backend) ([
 		route = newObject(HTTPRoutes, ns, svc)
 		route.Object["spec"] = map[string]interface{}{
 			"parentRefs": []interface{}{map[string]interface{}{"group": "", "kind": "Service", "name": svc}},
-			"rules":      []interface{}{map[string]interface{}{"backendRefs": build(nil)}},
 		}
-		plan = append(plan, planned{gvr: HTTPRoutes, obj: route, create: true, changed: true})
+		created = append([]string{createdRef(route)}, created...)
+		p.create = true
 	} else {
 		route = route.DeepCopy()
-		changed, err := setRoute(route, "rules", "backendRefs", cfg.Route, build)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		plan = append(plan, planned{gvr: HTTPRoutes, obj: route, changed: changed})
 	}
-	rows, notes := gatewayRows(route, b)
-	return plan, rows, notes, nil
+	var notes []string
+	changed, err := setRoute(route, "rules", "backendRefs", cfg.Route, created, func(key string, old []interface{}) ([]interface{}, error) {
+		out, note, err := gatewayDests(svc, port, versions).reweight(old, weights, key+" of httproute "+route.GetName(), ns+"/"+svc)
+		if note != "" {
+			notes = append(notes, note)
+		}
+		return out, err
+	})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	p.obj, p.changed = route, changed
+	plan = append(plan, p)
+	rows, rowNotes := gatewayRows(route, b)
+	return plan, rows, append(notes, rowNotes...), nil
+}
+
+// undoGateway takes back the last change to the HTTPRoute, and deletes
+// the route and the per-version Services the split created when nothing
+// uses them any more.
+func undoGateway(ctx context.Context, c Clients, route *unstructured.Unstructured, b *backend, cfg SplitConfig) ([]planned, []Row, []string, error) {
+	ns, svc := cfg.Namespace, cfg.Service
+	if route == nil {
+		return nil, nil, nil, &NoHistoryError{Reason: fmt.Sprintf("nothing to undo for service %s/%s: no HTTPRoute has it as parent", ns, svc)}
+	}
+	prev, err := decodePrevious(route)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if prev == nil {
+		return nil, nil, nil, noHistory(route, ns, svc)
+	}
+	route = route.DeepCopy()
+	if err := undoRoute(route, prev, "rules", "backendRefs"); err != nil {
+		return nil, nil, nil, fmt.Errorf("cannot undo the split of service %s/%s: %w", ns, svc, err)
+	}
+	routePlan := planned{gvr: HTTPRoutes, obj: route, changed: true, remove: prev.creates(route) && !routesLeft(route)}
+	plan := []planned{routePlan}
+	var notes []string
+	var others *unstructured.UnstructuredList
+	for _, ref := range prev.Created {
+		kind, name, _ := strings.Cut(ref, "/")
+		if kind != "service" {
+			continue
+		}
+		obj, err := c.Dynamic.Resource(Services).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("getting service %s/%s that the split created: %w", ns, name, err)
+		}
+		if others == nil {
+			if others, err = c.Dynamic.Resource(HTTPRoutes).Namespace(ns).List(ctx, metav1.ListOptions{}); err != nil {
+				return nil, nil, nil, listErr(err, HTTPRoutes, ns)
+			}
+		}
+		what := fmt.Sprintf("kept service %s/%s, which the split created: ", ns, name)
+		user := ""
+		if !routePlan.remove && refersTo(route, name) {
+			user = route.GetName()
+		}
+		for i := range others.Items {
+			if o := &others.Items[i]; o.GetName() != route.GetName() && refersTo(o, name) {
+				user = o.GetName()
+			}
+		}
+		switch {
+		case obj.GetLabels()["traffic.kubectl-mesh.io/service"] != svc:
+			notes = append(notes, what+"its labels were changed since; delete it yourself when nothing needs it")
+		case user != "":
+			notes = append(notes, what+"httproute "+user+" still sends traffic to it")
+		default:
+			plan = append(plan, planned{gvr: Services, obj: obj, changed: true, remove: true})
+		}
+	}
+	if routePlan.remove {
+		route = nil
+	}
+	rows, rowNotes := gatewayRows(route, b)
+	return plan, rows, append(notes, rowNotes...), nil
+}
+
+// refersTo says whether an HTTPRoute has a backendRef to Service name.
+func refersTo(route *unstructured.Unstructured, name string) bool {
+	rules, _, _ := unstructured.NestedSlice(route.Object, "spec", "rules")
+	for _, r := range rules {
+		rule, _ := r.(map[string]interface{})
+		refs, _ := rule["backendRefs"].([]interface{})
+		for _, e := range refs {
+			ref, _ := e.(map[string]interface{})
+			if n, _ := ref["name"].(string); n == name {
+				if k, _ := ref["kind"].(string); k == "" || k == "Service" {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 func noHistory(obj *unstructured.Unstructured, ns, svc string) error {
@@ -195,42 +283,6 @@ func newVersionService(b *backend, v string) (*unstructured.Unstructured, error)
 	return u, nil
 }
 
-// backendRefs builds a rule's backendRefs for weights: existing refs to the
-// per-version Services keep their fields (filters, port) and order.
-func backendRefs(old []interface{}, svc string, port int64, weights []SubsetWeight) []interface{} {
-	want := map[string]int{}
-	for _, w := range weights {
-		want[versionService(svc, w.Subset)] = w.Weight
-	}
-	var out []interface{}
-	done := map[string]bool{}
-	for _, e := range old {
-		ref, _ := e.(map[string]interface{})
-		name, _ := ref["name"].(string)
-		kind, _ := ref["kind"].(string)
-		n, ok := want[name]
-		if !ok || done[name] || (kind != "" && kind != "Service") {
-			continue
-		}
-		done[name] = true
-		ref = runtime.DeepCopyJSON(ref)
-		ref["weight"] = int64(n)
-		out = append(out, ref)
-	}
-	for _, w := range weights {
-		name := versionService(svc, w.Subset)
-		if done[name] {
-			continue
-		}
-		ref := map[string]interface{}{"name": name, "weight": int64(w.Weight)}
-		if port != 0 {
-			ref["port"] = port
-		}
-		out = append(out, ref)
-	}
-	return out
-}
-
 func gatewayRows(route *unstructured.Unstructured, b *backend) ([]Row, []string) {
 	svc, ns := b.svc.Name, b.svc.Namespace
 	var rows []Row
@@ -254,6 +306,9 @@ func gatewayRows(route *unstructured.Unstructured, b *backend) ([]Row, []string)
 				case strings.HasPrefix(name, svc+"-"):
 					row.Subset = strings.TrimPrefix(name, svc+"-")
 					row.Ready, row.Pods = b.podCounts(mergeLabels(b.svc.Spec.Selector, b.subsetLabels(row.Subset)))
+				default:
+					// Another backend: shown, so the weights add up.
+					row.Ready, row.Pods = -1, -1
 				}
 				rows = append(rows, row)
 			}

@@ -6,20 +6,19 @@ import (
 	"reflect"
 	"strings"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/dynamic"
 )
 
-// findIstio returns the mesh VirtualService and the DestinationRule for the
-// service's host in its namespace (nil when there is none). More than one
-// of either is an error: which one Istio uses is not something to guess.
-func findIstio(ctx context.Context, dyn dynamic.Interface, ns, svc string) (vs, dr *unstructured.Unstructured, err error) {
+// findVirtualService returns the mesh VirtualService for the service's
+// host in its namespace (nil when there is none). More than one is an
+// error: which one Istio uses is not something to guess.
+func findVirtualService(ctx context.Context, dyn dynamic.Interface, ns, svc string) (*unstructured.Unstructured, error) {
 	vsList, err := dyn.Resource(VirtualServices).Namespace(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, nil, listErr(err, VirtualServices, ns)
+		return nil, listErr(err, VirtualServices, ns)
 	}
 	var vss []*unstructured.Unstructured
 	for i := range vsList.Items {
@@ -28,32 +27,28 @@ func findIstio(ctx context.Context, dyn dynamic.Interface, ns, svc string) (vs, 
 			vss = append(vss, item)
 		}
 	}
-	drList, err := dyn.Resource(DestinationRules).Namespace(ns).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, nil, listErr(err, DestinationRules, ns)
+	switch len(vss) {
+	case 0:
+		return nil, nil
+	case 1:
+		return vss[0], nil
 	}
-	var drs []*unstructured.Unstructured
-	for i := range drList.Items {
-		item := &drList.Items[i]
-		if h, _, _ := unstructured.NestedString(item.Object, "spec", "host"); hostMatches(h, svc, ns) {
-			drs = append(drs, item)
-		}
+	return nil, fmt.Errorf("service %s/%s is routed by %d VirtualServices (%s); Istio uses only one of them for mesh traffic: merge them into one, then split again",
+		ns, svc, len(vss), names(vss))
+}
+
+// findIstio returns the mesh VirtualService of the service and the
+// DestinationRule in its namespace whose host names it (nil when there is
+// none).
+func findIstio(ctx context.Context, dyn dynamic.Interface, ns, svc string) (vs, dr *unstructured.Unstructured, err error) {
+	if vs, err = findVirtualService(ctx, dyn, ns, svc); err != nil {
+		return nil, nil, err
 	}
-	if len(vss) > 1 {
-		return nil, nil, fmt.Errorf("service %s/%s is routed by %d VirtualServices (%s); Istio uses only one of them for mesh traffic: merge them into one, then split again",
-			ns, svc, len(vss), names(vss))
+	d, err := findDestinationRule(ctx, dyn, ns, svc, "")
+	if err != nil || !d.exact {
+		return vs, nil, err
 	}
-	if len(drs) > 1 {
-		return nil, nil, fmt.Errorf("service %s/%s has %d DestinationRules (%s); Istio uses only one of them: merge them into one, then split again",
-			ns, svc, len(drs), names(drs))
-	}
-	if len(vss) == 1 {
-		vs = vss[0]
-	}
-	if len(drs) == 1 {
-		dr = drs[0]
-	}
-	return vs, dr, nil
+	return vs, d.obj, nil
 }
 
 func names(objs []*unstructured.Unstructured) string {
@@ -150,17 +145,21 @@ func (s istioSubsets) ordered() []string {
 
 func planIstio(ctx context.Context, c Clients, cfg SplitConfig, b *backend) ([]planned, []Row, []string, error) {
 	ns, svc := cfg.Namespace, cfg.Service
-	vs, dr, err := findIstio(ctx, c.Dynamic, ns, svc)
+	vs, err := findVirtualService(ctx, c.Dynamic, ns, svc)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	subs := istioSubsets{b: b, dr: subsetsOf(dr)}
+	d, err := findDestinationRule(ctx, c.Dynamic, ns, svc, cfg.RootNamespace)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	subs := istioSubsets{b: b, dr: subsetsOf(d.obj)}
 	if !cfg.Undo && cfg.Weights == nil {
 		rows, notes := istioRows(vs, subs, b, svc, ns)
 		return nil, rows, notes, nil
 	}
 	if cfg.Undo {
-		return undoIstio(vs, subs, b, cfg)
+		return undoIstio(ctx, c, vs, d, subs, b, cfg)
 	}
 
 	weights, err := cfg.Weights.Resolve(subs.ordered())
@@ -170,179 +169,66 @@ func planIstio(ctx context.Context, c Clients, cfg SplitConfig, b *backend) ([]p
 	if err := checkSubsets(b, weights, subs.labels, cfg.AllowEmpty); err != nil {
 		return nil, nil, nil, err
 	}
-
-	var plan []planned
-	drPlan, err := planDestinationRule(dr, subs, weights, b, cfg)
+	drPlan, notes, err := planDestinationRule(d, vs, subs, weights, b, cfg)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	plan = append(plan, drPlan)
-
-	vsPlan, err := planVirtualService(vs, weights, cfg)
-	if err != nil {
-		return nil, nil, nil, err
+	var created []string
+	if drPlan.create {
+		created = append(created, createdRef(drPlan.obj))
 	}
-	plan = append(plan, vsPlan)
-	// Rows come from the object as it will be, with the subsets as they will be.
-	rows, notes := istioRows(vsPlan.obj, istioSubsets{b: b, dr: subsetsOf(drPlan.obj)}, b, svc, ns)
-	return plan, rows, notes, nil
-}
-
-// planDestinationRule adds the subsets the split needs and nothing else:
-// existing subsets, trafficPolicy and every other field stay as they are.
-func planDestinationRule(dr *unstructured.Unstructured, subs istioSubsets, weights []SubsetWeight, b *backend, cfg SplitConfig) (planned, error) {
-	want := make([]string, 0, len(weights))
+	versions := map[string]bool{}
+	for _, v := range subs.ordered() {
+		versions[v] = true
+	}
 	for _, w := range weights {
-		want = append(want, w.Subset)
+		versions[w.Subset] = true
 	}
-	if dr == nil {
-		// A new rule gets a subset per version, so later splits need no
-		// DestinationRule change.
-		dr = newObject(DestinationRules, cfg.Namespace, cfg.Service)
-		if err := unstructured.SetNestedField(dr.Object, cfg.Service, "spec", "host"); err != nil {
-			return planned{}, err
-		}
-		for _, v := range b.versions {
-			if len(validation.IsDNS1123Label(v)) == 0 && !contains(want, v) {
-				want = append(want, v)
-			}
-		}
-		sortVersions(want)
-		var list []interface{}
-		for _, name := range want {
-			s, err := newSubset(name, subs.labels(name), b)
-			if err != nil {
-				return planned{}, err
-			}
-			list = append(list, s)
-		}
-		if err := unstructured.SetNestedSlice(dr.Object, list, "spec", "subsets"); err != nil {
-			return planned{}, err
-		}
-		return planned{gvr: DestinationRules, obj: dr, create: true, changed: true}, nil
+	vsPlan, note, err := planVirtualService(vs, weights, versions, created, cfg)
+	if err != nil {
+		return nil, nil, nil, err
 	}
-	dr = dr.DeepCopy()
-	list, _, _ := unstructured.NestedSlice(dr.Object, "spec", "subsets")
-	have := map[string]bool{}
-	for _, s := range subsetsOf(dr) {
-		have[s.name] = true
+	if note != "" {
+		notes = append(notes, note)
 	}
-	changed := false
-	for _, name := range want {
-		if have[name] {
-			continue
-		}
-		s, err := newSubset(name, subs.labels(name), b)
-		if err != nil {
-			return planned{}, err
-		}
-		list = append(list, s)
-		changed = true
-	}
-	if changed {
-		if err := unstructured.SetNestedSlice(dr.Object, list, "spec", "subsets"); err != nil {
-			return planned{}, err
-		}
-	}
-	return planned{gvr: DestinationRules, obj: dr, changed: changed}, nil
+	// Rows come from the object as it will be, with the subsets as they will be.
+	rows, rowNotes := istioRows(vsPlan.obj, istioSubsets{b: b, dr: subsetsOf(drPlan.obj)}, b, svc, ns)
+	return []planned{drPlan, vsPlan}, rows, append(notes, rowNotes...), nil
 }
 
-func newSubset(name string, lbls map[string]string, b *backend) (map[string]interface{}, error) {
-	if errs := validation.IsDNS1123Label(name); len(errs) > 0 {
-		return nil, fmt.Errorf("%q cannot be an Istio subset name (%s); relabel the pods or name the subsets in a DestinationRule yourself", name, errs[0])
-	}
-	if lbls == nil {
-		lbls = b.subsetLabels(name)
-	}
-	l := map[string]interface{}{}
-	for k, v := range lbls {
-		l[k] = v
-	}
-	return map[string]interface{}{"name": name, "labels": l}, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-// planVirtualService sets the destinations of one HTTP route. Everything
-// else in the object (other routes, matches, retries, timeouts, fault,
-// headers, mirrors, tcp/tls routes, gateways, unknown fields) is kept.
-func planVirtualService(vs *unstructured.Unstructured, weights []SubsetWeight, cfg SplitConfig) (planned, error) {
+// planVirtualService sets the destinations of one HTTP route (creating the
+// VirtualService when there is none). Everything else in the object (other
+// routes, matches, retries, timeouts, fault, headers, mirrors, tcp/tls
+// routes, gateways, unknown fields) is kept, and so are destinations that
+// are not versions of the service (see destList.reweight).
+func planVirtualService(vs *unstructured.Unstructured, weights []SubsetWeight, versions map[string]bool, created []string, cfg SplitConfig) (planned, string, error) {
+	p := planned{gvr: VirtualServices}
 	if vs == nil {
 		if cfg.Route != "" {
-			return planned{}, fmt.Errorf("route %q not found: no VirtualService routes service %s/%s yet; leave out --route to create one", cfg.Route, cfg.Namespace, cfg.Service)
+			return planned{}, "", fmt.Errorf("route %q not found: no VirtualService routes service %s/%s yet; leave out --route to create one", cfg.Route, cfg.Namespace, cfg.Service)
 		}
 		vs = newObject(VirtualServices, cfg.Namespace, cfg.Service)
-		route := map[string]interface{}{"route": destinations(nil, cfg.Service, cfg.Namespace, weights)}
-		vs.Object["spec"] = map[string]interface{}{
-			"hosts": []interface{}{cfg.Service},
-			"http":  []interface{}{route},
-		}
-		return planned{gvr: VirtualServices, obj: vs, create: true, changed: true}, nil
+		vs.Object["spec"] = map[string]interface{}{"hosts": []interface{}{cfg.Service}}
+		created = append([]string{createdRef(vs)}, created...)
+		p.create = true
+	} else {
+		vs = vs.DeepCopy()
 	}
-	vs = vs.DeepCopy()
-	changed, err := setRoute(vs, "http", "route", cfg.Route, func(old []interface{}) []interface{} {
-		return destinations(old, cfg.Service, cfg.Namespace, weights)
+	p.obj = vs
+	var note string
+	changed, err := setRoute(vs, "http", "route", cfg.Route, created, func(route string, old []interface{}) ([]interface{}, error) {
+		out, n, err := istioDests(cfg.Service, cfg.Namespace, versions).reweight(old, weights, route+" of virtualservice "+vs.GetName(), cfg.Namespace+"/"+cfg.Service)
+		note = n
+		return out, err
 	})
 	if err != nil {
-		return planned{}, err
+		return planned{}, "", err
 	}
-	return planned{gvr: VirtualServices, obj: vs, changed: changed}, nil
+	p.changed = changed
+	return p, note, nil
 }
 
-// destinations builds a route's destination list for weights. Entries for
-// subsets already in old keep all their fields (port, headers, the host as
-// written) and order; only the weight changes. New subsets are appended,
-// copying host and port from an existing entry for the same service.
-func destinations(old []interface{}, svc, ns string, weights []SubsetWeight) []interface{} {
-	want := map[string]int{}
-	for _, w := range weights {
-		want[w.Subset] = w.Weight
-	}
-	host := svc
-	var port interface{}
-	var out []interface{}
-	done := map[string]bool{}
-	for _, e := range old {
-		d, _ := e.(map[string]interface{})
-		dest, _ := d["destination"].(map[string]interface{})
-		h, _ := dest["host"].(string)
-		if !hostMatches(h, svc, ns) {
-			continue
-		}
-		if port == nil {
-			host, port = h, dest["port"]
-		}
-		subset, _ := dest["subset"].(string)
-		n, ok := want[subset]
-		if !ok || done[subset] {
-			continue
-		}
-		done[subset] = true
-		d = runtime.DeepCopyJSON(d)
-		d["weight"] = int64(n)
-		out = append(out, d)
-	}
-	for _, w := range weights {
-		if done[w.Subset] {
-			continue
-		}
-		dest := map[string]interface{}{"host": host, "subset": w.Subset}
-		if port != nil {
-			dest["port"] = runtime.DeepCopyJSONValue(port)
-		}
-		out = append(out, map[string]interface{}{"destination": dest, "weight": int64(w.Weight)})
-	}
-	return out
-}
-
-func undoIstio(vs *unstructured.Unstructured, subs istioSubsets, b *backend, cfg SplitConfig) ([]planned, []Row, []string, error) {
+func undoIstio(ctx context.Context, c Clients, vs *unstructured.Unstructured, d destRule, subs istioSubsets, b *backend, cfg SplitConfig) ([]planned, []Row, []string, error) {
 	ns, svc := cfg.Namespace, cfg.Service
 	if vs == nil {
 		return nil, nil, nil, &NoHistoryError{Reason: fmt.Sprintf("nothing to undo for service %s/%s: no VirtualService routes it", ns, svc)}
@@ -358,8 +244,59 @@ func undoIstio(vs *unstructured.Unstructured, subs istioSubsets, b *backend, cfg
 	if err := undoRoute(vs, prev, "http", "route"); err != nil {
 		return nil, nil, nil, fmt.Errorf("cannot undo the split of service %s/%s: %w", ns, svc, err)
 	}
-	rows, notes := istioRows(vs, subs, b, svc, ns)
-	return []planned{{gvr: VirtualServices, obj: vs, changed: true}}, rows, notes, nil
+	vsPlan := planned{gvr: VirtualServices, obj: vs, changed: true, remove: prev.creates(vs) && !routesLeft(vs)}
+	plan := []planned{vsPlan}
+	var notes []string
+	for _, ref := range prev.Created {
+		kind, name, _ := strings.Cut(ref, "/")
+		if kind != "destinationrule" {
+			continue
+		}
+		dr := d.obj
+		if dr == nil || dr.GetName() != name || dr.GetNamespace() != ns {
+			if dr, err = c.Dynamic.Resource(DestinationRules).Namespace(ns).Get(ctx, name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+				continue
+			} else if err != nil {
+				return nil, nil, nil, fmt.Errorf("getting destinationrule %s/%s that the split created: %w", ns, name, err)
+			}
+		}
+		what := fmt.Sprintf("kept destinationrule %s/%s, which the split created: ", ns, name)
+		switch {
+		case dr.GetGeneration() > 1:
+			notes = append(notes, what+"it was changed since; delete it yourself when nothing needs it")
+		case !vsPlan.remove && routesToSubsets(vs, svc, ns):
+			notes = append(notes, what+"virtualservice "+vs.GetName()+" still routes to subsets of the service")
+		default:
+			plan = append(plan, planned{gvr: DestinationRules, obj: dr, changed: true, remove: true})
+		}
+	}
+	var rows []Row
+	var rowNotes []string
+	if vsPlan.remove {
+		rows, rowNotes = istioRows(nil, subs, b, svc, ns)
+	} else {
+		rows, rowNotes = istioRows(vs, subs, b, svc, ns)
+	}
+	return plan, rows, append(notes, rowNotes...), nil
+}
+
+// routesToSubsets says whether any HTTP route of vs sends traffic to a
+// subset of the service.
+func routesToSubsets(vs *unstructured.Unstructured, svc, ns string) bool {
+	http, _, _ := unstructured.NestedSlice(vs.Object, "spec", "http")
+	for _, r := range http {
+		route, _ := r.(map[string]interface{})
+		dests, _ := route["route"].([]interface{})
+		for _, e := range dests {
+			d, _ := e.(map[string]interface{})
+			dest, _ := d["destination"].(map[string]interface{})
+			h, _ := dest["host"].(string)
+			if s, _ := dest["subset"].(string); s != "" && hostMatches(h, svc, ns) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // istioRows describes every HTTP route of vs that sends traffic to svc.
@@ -373,9 +310,7 @@ func istioRows(vs *unstructured.Unstructured, subs istioSubsets, b *backend, svc
 			for _, e := range dests {
 				d, _ := e.(map[string]interface{})
 				dest, _ := d["destination"].(map[string]interface{})
-				if h, _ := dest["host"].(string); !hostMatches(h, svc, ns) {
-					continue
-				}
+				h, _ := dest["host"].(string)
 				subset, _ := dest["subset"].(string)
 				w, ok := weightOf(d)
 				if !ok {
@@ -385,6 +320,19 @@ func istioRows(vs *unstructured.Unstructured, subs istioSubsets, b *backend, svc
 					}
 				}
 				row := Row{Route: routeKey(route, "http", i), Subset: subset, Weight: w}
+				if !hostMatches(h, svc, ns) {
+					if !routesService(dests, svc, ns) {
+						continue
+					}
+					// Another host in a route of the service: shown, so
+					// the weights add up, but it has no pods here.
+					row.Subset, row.Ready, row.Pods = h, -1, -1
+					if subset != "" {
+						row.Subset = h + " subset " + subset
+					}
+					rows = append(rows, row)
+					continue
+				}
 				if subset == "" {
 					row.Subset = "(all)"
 					row.Ready, row.Pods = b.podCounts(b.svc.Spec.Selector)
@@ -409,6 +357,18 @@ func istioRows(vs *unstructured.Unstructured, subs istioSubsets, b *backend, svc
 		rows = append(rows, Row{Route: "<none>", Subset: v, Weight: -1, Ready: ready, Pods: pods})
 	}
 	return rows, []string{note}
+}
+
+// routesService says whether a destination list sends anything to svc.
+func routesService(dests []interface{}, svc, ns string) bool {
+	for _, e := range dests {
+		d, _ := e.(map[string]interface{})
+		dest, _ := d["destination"].(map[string]interface{})
+		if h, _ := dest["host"].(string); hostMatches(h, svc, ns) {
+			return true
+		}
+	}
+	return false
 }
 
 // mergeLabels returns a∪b; nil when b is nil (the subset selects nothing

@@ -80,6 +80,8 @@ spec:
 	wantVS := `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata:
+  annotations:
+    traffic.kubectl-mesh.io/previous-split: '{"route":"http[0]","added":true,"written":[{"destination":{"host":"backend","subset":"v1"},"weight":80},{"destination":{"host":"backend","subset":"v2"},"weight":20}],"created":["virtualservice/backend","destinationrule/backend"]}'
   name: backend
   namespace: shop
 spec:
@@ -126,7 +128,7 @@ func TestSplitKeepsEverythingElse(t *testing.T) {
 	dests[1].(map[string]interface{})["weight"] = int64(50)
 	_ = unstructured.SetNestedSlice(want.Object, http, "spec", "http")
 	a := want.GetAnnotations()
-	a[AnnotationPrevious] = `{"route":"main","destinations":[{"destination":{"host":"backend.shop.svc.cluster.local","port":{"number":8080},"subset":"v1"},"headers":{"response":{"add":{"x-version":"v1"}}},"weight":90},{"destination":{"host":"backend.shop.svc.cluster.local","port":{"number":8080},"subset":"v2"},"weight":10}]}`
+	a[AnnotationPrevious] = `{"route":"main","destinations":[{"destination":{"host":"backend.shop.svc.cluster.local","port":{"number":8080},"subset":"v1"},"headers":{"response":{"add":{"x-version":"v1"}}},"weight":90},{"destination":{"host":"backend.shop.svc.cluster.local","port":{"number":8080},"subset":"v2"},"weight":10}],"written":[{"destination":{"host":"backend.shop.svc.cluster.local","port":{"number":8080},"subset":"v1"},"headers":{"response":{"add":{"x-version":"v1"}}},"weight":50},{"destination":{"host":"backend.shop.svc.cluster.local","port":{"number":8080},"subset":"v2"},"weight":50}]}`
 	want.SetAnnotations(a)
 	got := get(t, f, VirtualServices, "shop", "backend-routes")
 	if g, w := toYAML(t, got.Object), toYAML(t, want.Object); g != w {
@@ -143,7 +145,7 @@ func TestSplitKeepsEverythingElse(t *testing.T) {
 	if g, w := toYAML(t, got.Object["spec"]), toYAML(t, vs.Object["spec"]); g != w {
 		t.Errorf("after undo:\n%s\nwant:\n%s", g, w)
 	}
-	wantPrev := `{"route":"main","destinations":[{"destination":{"host":"backend.shop.svc.cluster.local","port":{"number":8080},"subset":"v1"},"headers":{"response":{"add":{"x-version":"v1"}}},"weight":50},{"destination":{"host":"backend.shop.svc.cluster.local","port":{"number":8080},"subset":"v2"},"weight":50}]}`
+	wantPrev := `{"route":"main","destinations":[{"destination":{"host":"backend.shop.svc.cluster.local","port":{"number":8080},"subset":"v1"},"headers":{"response":{"add":{"x-version":"v1"}}},"weight":50},{"destination":{"host":"backend.shop.svc.cluster.local","port":{"number":8080},"subset":"v2"},"weight":50}],"written":[{"destination":{"host":"backend.shop.svc.cluster.local","port":{"number":8080},"subset":"v1"},"headers":{"response":{"add":{"x-version":"v1"}}},"weight":90},{"destination":{"host":"backend.shop.svc.cluster.local","port":{"number":8080},"subset":"v2"},"weight":10}]}`
 	if g := got.GetAnnotations()[AnnotationPrevious]; g != wantPrev {
 		t.Errorf("annotation after undo = %s, want %s", g, wantPrev)
 	}
@@ -155,6 +157,7 @@ func TestSplitDefaultRouteAndNewSubset(t *testing.T) {
 	objs := append(shopBackend(), pod("shop", "backend-v3-a", map[string]string{"app": "backend", "version": "v3"}, true))
 	f := newFakes(objs, vs, dr)
 	// No --route: the first route without match conditions is "main".
+	// v2, left out, stays in the route with no traffic.
 	res, err := Split(context.Background(), f.Clients, SplitConfig{Namespace: "shop", Service: "backend", Weights: mustWeights(t, "v1=70,v3=30")})
 	if err != nil {
 		t.Fatal(err)
@@ -186,6 +189,12 @@ func TestSplitDefaultRouteAndNewSubset(t *testing.T) {
     host: backend.shop.svc.cluster.local
     port:
       number: 8080
+    subset: v2
+  weight: 0
+- destination:
+    host: backend.shop.svc.cluster.local
+    port:
+      number: 8080
     subset: v3
   weight: 30
 `
@@ -196,6 +205,7 @@ func TestSplitDefaultRouteAndNewSubset(t *testing.T) {
 		{"canary-header", "v2", 100, 0, 1},
 		{"reviews-fault", "v1", 100, 2, 2},
 		{"main", "v1", 70, 2, 2},
+		{"main", "v2", 0, 0, 1},
 		{"main", "v3", 30, 1, 1},
 	}
 	if !reflect.DeepEqual(res.Rows, wantRows) {
@@ -216,7 +226,7 @@ func TestSplitAppendsRouteWhenAllHaveMatches(t *testing.T) {
 	if len(gotHTTP) != 3 || toYAML(t, gotHTTP[:2]) != toYAML(t, http[:2]) {
 		t.Fatalf("routes:\n%s", toYAML(t, gotHTTP))
 	}
-	if g := got.GetAnnotations()[AnnotationPrevious]; g != `{"route":"http[2]","added":true}` {
+	if g := got.GetAnnotations()[AnnotationPrevious]; g != `{"route":"http[2]","added":true,"written":[{"destination":{"host":"backend","subset":"v1"},"weight":50},{"destination":{"host":"backend","subset":"v2"},"weight":50}],"created":["destinationrule/backend"]}` {
 		t.Errorf("annotation = %s", g)
 	}
 	// Undo removes the added route and leaves nothing to redo.
@@ -369,6 +379,8 @@ spec:
 	wantRoute := `apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata:
+  annotations:
+    traffic.kubectl-mesh.io/previous-split: '{"route":"rules[0]","added":true,"written":[{"name":"backend-v1","port":8080,"weight":90},{"name":"backend-v2","port":8080,"weight":10}],"created":["httproute/backend","service/backend-v1","service/backend-v2"]}'
   name: backend
   namespace: shop
 spec:

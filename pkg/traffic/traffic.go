@@ -232,13 +232,43 @@ func (w writer) write(ctx context.Context, gvr schema.GroupVersionResource, obj 
 	return out, nil
 }
 
+// writeOrRemove sends p as a write, or as a delete that holds only while
+// the object is still the one read (same UID and resourceVersion). An
+// object already gone counts as deleted.
+func (w writer) writeOrRemove(ctx context.Context, p planned, dry bool) error {
+	if !p.remove {
+		_, err := w.write(ctx, p.gvr, p.obj, p.create, dry)
+		return err
+	}
+	var dr []string
+	if dry {
+		dr = []string{metav1.DryRunAll}
+	}
+	uid, rv := p.obj.GetUID(), p.obj.GetResourceVersion()
+	opts := metav1.DeleteOptions{DryRun: dr}
+	if uid != "" || rv != "" {
+		opts.Preconditions = &metav1.Preconditions{}
+		if uid != "" {
+			opts.Preconditions.UID = &uid
+		}
+		if rv != "" {
+			opts.Preconditions.ResourceVersion = &rv
+		}
+	}
+	err := w.dyn.Resource(p.gvr).Namespace(p.obj.GetNamespace()).Delete(ctx, p.obj.GetName(), opts)
+	if err == nil || apierrors.IsNotFound(err) {
+		return nil
+	}
+	return wrapWriteErr(err, "deleting", p.gvr, p.obj)
+}
+
 func wrapWriteErr(err error, verb string, gvr schema.GroupVersionResource, obj *unstructured.Unstructured) error {
 	what := fmt.Sprintf("%s %s %s/%s", verb, strings.ToLower(kinds[gvr]), obj.GetNamespace(), obj.GetName())
 	switch {
 	case apierrors.IsForbidden(err):
-		v := "update"
-		if verb == "creating" {
-			v = "create"
+		v := map[string]string{"creating": "create", "deleting": "delete"}[verb]
+		if v == "" {
+			v = "update"
 		}
 		return fmt.Errorf("%s: %w; ask a cluster admin for %q on %s in namespace %s", what, err, v, qualifiedResource(gvr), obj.GetNamespace())
 	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
