@@ -8,21 +8,23 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
+
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/mesh"
 )
 
 // Labels Istio puts on its objects.
 const (
-	LabelRev = "istio.io/rev"
+	LabelRev = mesh.LabelRev
 	LabelTag = "istio.io/tag"
 	// DefaultRevision is the revision name of a control plane installed without one.
 	DefaultRevision = "default"
@@ -85,6 +87,12 @@ type Inventory struct {
 	// ZtunnelUnknown: listing DaemonSets was forbidden, so whether ambient
 	// mode has its ztunnel could not be checked.
 	ZtunnelUnknown bool
+	// WebhooksUnknown: listing the webhook configurations was forbidden, so
+	// Webhooks is empty and injection can only be judged by Istio's
+	// standard selectors (StandardWebhooks).
+	WebhooksUnknown bool
+	// Unchecked are the reads that were refused, in the order made.
+	Unchecked []Unchecked
 }
 
 // Revisions returns the revision names and tags found, sorted.
@@ -140,14 +148,11 @@ func isInjector(c *admissionregistrationv1.MutatingWebhookConfiguration) bool {
 }
 
 // Discover lists what Istio has installed. It makes a fixed number of LIST
-// calls however large the cluster is. Missing RBAC on Deployments or
-// ConfigMaps only loses the version; missing RBAC on webhooks is an error.
+// calls however large the cluster is. Every read is of cluster-wide objects
+// a namespace admin may not see: a refused read is recorded in Unchecked
+// and the rest carries on. Other errors fail.
 func Discover(ctx context.Context, kube kubernetes.Interface) (Inventory, error) {
 	var inv Inventory
-	hooks, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return inv, fmt.Errorf("listing mutatingwebhookconfigurations to find the Istio sidecar injector: %w", err)
-	}
 	byRev := map[string]*ControlPlane{}
 	get := func(rev string) *ControlPlane {
 		if rev == "" {
@@ -160,50 +165,42 @@ func Discover(ctx context.Context, kube kubernetes.Interface) (Inventory, error)
 		}
 		return cp
 	}
-	for i := range hooks.Items {
-		c := &hooks.Items[i]
-		if !isInjector(c) {
-			continue
-		}
-		rev := c.Labels[LabelRev]
-		tag := c.Labels[LabelTag]
-		for _, w := range c.Webhooks {
-			inv.Webhooks = append(inv.Webhooks, Webhook{
-				Config: c.Name, Name: w.Name, Revision: orDefault(rev), Tag: tag,
-				NamespaceSelector: w.NamespaceSelector, ObjectSelector: w.ObjectSelector,
-			})
-		}
-		cp := get(rev)
-		if tag != "" {
-			// A tag webhook points at a revision; "default" tag means the
-			// default injection labels go to that revision.
-			if !contains(cp.Tags, tag) {
-				cp.Tags = append(cp.Tags, tag)
-			}
-			continue
-		}
-		if cp.Injector == "" {
-			cp.Injector = c.Name
-		}
+	hooks, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, metav1.ListOptions{})
+	switch {
+	case apierrors.IsForbidden(err):
+		inv.WebhooksUnknown = true
+		inv.Unchecked = append(inv.Unchecked, uncheckedWebhooks)
+	case err != nil:
+		return inv, fmt.Errorf("listing mutatingwebhookconfigurations to find the Istio sidecar injector: %w", err)
+	default:
+		inv.addWebhooks(hooks.Items, get)
 	}
 
 	deps, err := kube.AppsV1().Deployments(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: "app=istiod"})
-	if err == nil {
+	switch {
+	case apierrors.IsForbidden(err):
+		inv.Unchecked = append(inv.Unchecked, uncheckedIstiod)
+	case err != nil:
+		return inv, fmt.Errorf("listing istiod deployments: %w", err)
+	default:
 		for i := range deps.Items {
 			d := &deps.Items[i]
 			cp := get(d.Labels[LabelRev])
 			cp.Istiod = d.Namespace + "/" + d.Name
 			cp.Namespace = d.Namespace
-			if v := imageVersion(d); v != "" {
+			if v := mesh.IstiodVersion(d); v != "" {
 				cp.Version = v
 			}
 		}
-	} else if !apierrors.IsForbidden(err) {
-		return inv, fmt.Errorf("listing istiod deployments: %w", err)
 	}
 
-	cms, err := kube.CoreV1().ConfigMaps(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: "istio.io/rev"})
-	if err == nil {
+	cms, err := kube.CoreV1().ConfigMaps(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: LabelRev})
+	switch {
+	case apierrors.IsForbidden(err):
+		inv.Unchecked = append(inv.Unchecked, uncheckedInjectorConfig)
+	case err != nil:
+		return inv, fmt.Errorf("listing istio configmaps: %w", err)
+	default:
 		for i := range cms.Items {
 			cm := &cms.Items[i]
 			if !strings.HasPrefix(cm.Name, "istio-sidecar-injector") {
@@ -213,11 +210,8 @@ func Discover(ctx context.Context, kube kubernetes.Interface) (Inventory, error)
 			if rev == "" {
 				rev = cm.Labels[LabelRev]
 			}
-			cp, ok := byRev[orDefault(rev)]
-			if !ok {
-				// A ConfigMap without a webhook is a control plane that cannot inject.
-				cp = get(rev)
-			}
+			// A ConfigMap without a webhook is a control plane that cannot inject.
+			cp := get(rev)
 			if cp.Namespace == "" {
 				cp.Namespace = cm.Namespace
 			}
@@ -228,14 +222,17 @@ func Discover(ctx context.Context, kube kubernetes.Interface) (Inventory, error)
 				cp.Injection = injectorConfig(cm)
 			}
 		}
-	} else if !apierrors.IsForbidden(err) {
-		return inv, fmt.Errorf("listing istio configmaps: %w", err)
 	}
 
 	// Ambient mode captures traffic only where ztunnel runs.
 	dss, err := kube.AppsV1().DaemonSets(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
 	switch {
-	case err == nil:
+	case apierrors.IsForbidden(err):
+		inv.ZtunnelUnknown = true
+		inv.Unchecked = append(inv.Unchecked, uncheckedZtunnel)
+	case err != nil:
+		return inv, fmt.Errorf("listing ztunnel daemonsets: %w", err)
+	default:
 		for _, d := range dss.Items {
 			if d.Spec.Template.Labels["app"] != "ztunnel" {
 				continue
@@ -243,10 +240,6 @@ func Discover(ctx context.Context, kube kubernetes.Interface) (Inventory, error)
 			inv.Ztunnels = append(inv.Ztunnels, Ztunnel{Namespace: d.Namespace, Name: d.Name,
 				Desired: d.Status.DesiredNumberScheduled, Ready: d.Status.NumberReady})
 		}
-	case apierrors.IsForbidden(err):
-		inv.ZtunnelUnknown = true
-	default:
-		return inv, fmt.Errorf("listing ztunnel daemonsets: %w", err)
 	}
 
 	for _, cp := range byRev {
@@ -262,6 +255,37 @@ func Discover(ctx context.Context, kube kubernetes.Interface) (Inventory, error)
 		return a.Name < b.Name
 	})
 	return inv, nil
+}
+
+// addWebhooks records the sidecar injectors among the webhook
+// configurations: their webhooks, and the revisions and tags they serve.
+func (inv *Inventory) addWebhooks(configs []admissionregistrationv1.MutatingWebhookConfiguration, get func(rev string) *ControlPlane) {
+	for i := range configs {
+		c := &configs[i]
+		if !isInjector(c) {
+			continue
+		}
+		rev := c.Labels[LabelRev]
+		tag := c.Labels[LabelTag]
+		for _, w := range c.Webhooks {
+			inv.Webhooks = append(inv.Webhooks, Webhook{
+				Config: c.Name, Name: w.Name, Revision: orDefault(rev), Tag: tag,
+				NamespaceSelector: w.NamespaceSelector, ObjectSelector: w.ObjectSelector,
+			})
+		}
+		cp := get(rev)
+		if tag != "" {
+			// A tag webhook points at a revision; "default" tag means the
+			// default injection labels go to that revision.
+			if !slices.Contains(cp.Tags, tag) {
+				cp.Tags = append(cp.Tags, tag)
+			}
+			continue
+		}
+		if cp.Injector == "" {
+			cp.Injector = c.Name
+		}
+	}
 }
 
 // injectorValues reads revision and version from the injector ConfigMap's
@@ -280,7 +304,7 @@ func injectorValues(cm *corev1.ConfigMap) (revision, version string) {
 	if tag == "null" {
 		tag = ""
 	}
-	return v.Revision, tag
+	return v.Revision, mesh.TagVersion(tag)
 }
 
 // injectorConfig reads the injection policy and selectors from the injector
@@ -294,34 +318,9 @@ func injectorConfig(cm *corev1.ConfigMap) InjectionConfig {
 	return c
 }
 
-func imageVersion(d *appsv1.Deployment) string {
-	for _, c := range d.Spec.Template.Spec.Containers {
-		if c.Name != "discovery" {
-			continue
-		}
-		img := c.Image
-		if i := strings.LastIndex(img, "@"); i >= 0 {
-			img = img[:i]
-		}
-		if i := strings.LastIndex(img, ":"); i >= 0 && !strings.Contains(img[i:], "/") {
-			return img[i+1:]
-		}
-	}
-	return ""
-}
-
 func orDefault(rev string) string {
 	if rev == "" {
 		return DefaultRevision
 	}
 	return rev
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

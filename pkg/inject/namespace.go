@@ -219,15 +219,6 @@ func (r *Rules) Mode(ns string, nsLabels map[string]string) (mode string, confli
 	return mode, conflicts
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 func without(list []string, s string) []string {
 	var out []string
 	for _, x := range list {

@@ -21,6 +21,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/kubectl/pkg/polymorphichelpers"
+
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/mesh"
 )
 
 // DryRun is kubectl's --dry-run strategy.
@@ -388,7 +390,7 @@ func listNewPods(ctx context.Context, kube kubernetes.Interface, w *Workload, st
 func countSidecars(pods []*corev1.Pod) int {
 	n := 0
 	for _, p := range pods {
-		if SidecarOf(p).Present {
+		if mesh.HasSidecar(p) {
 			n++
 		}
 	}
@@ -411,20 +413,11 @@ func verifyPods(pods []*corev1.Pod, want Decision, wantVersion string) []string 
 		case want.Inject && wantVersion != "" && sc.Version != "" && sc.Version != wantVersion:
 			problems = append(problems, fmt.Sprintf("pod %s has sidecar %s, expected %s (check the injector's global.tag and the pod's %s annotation)", p.Name, sc.Version, wantVersion, AnnotationProxyImage))
 		}
-		if !podReady(p) {
+		if !mesh.PodReady(p) {
 			problems = append(problems, fmt.Sprintf("pod %s is not Ready", p.Name))
 		}
 	}
 	return problems
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // RestartError aggregates the workloads that failed.

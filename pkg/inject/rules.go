@@ -6,16 +6,15 @@
 package inject
 
 import (
-	"encoding/json"
 	"fmt"
-	"sort"
-	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/controlplane"
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/mesh"
 )
 
 // Labels and annotations Istio and kubectl use.
@@ -26,10 +25,10 @@ const (
 	LabelDataplaneMode = "istio.io/dataplane-mode"
 	DataplaneAmbient   = "ambient"
 
-	AnnotationSidecarStatus = "sidecar.istio.io/status"
+	AnnotationSidecarStatus = mesh.AnnotationSidecarStatus
 	AnnotationProxyImage    = "sidecar.istio.io/proxyImage"
 	AnnotationRestartedAt   = "kubectl.kubernetes.io/restartedAt"
-	ProxyContainer          = "istio-proxy"
+	ProxyContainer          = mesh.ProxyContainer
 )
 
 // ignoredNamespaces are never injected by istiod, whatever the labels say
@@ -56,6 +55,11 @@ type Rules struct {
 	inv  controlplane.Inventory
 	cps  map[string]controlplane.ControlPlane
 	hook []compiledWebhook
+
+	// assumed are Istio's standard webhooks per revision, compiled on
+	// first use, for when the real ones may not be read.
+	mu      sync.Mutex
+	assumed map[string][]compiledWebhook
 }
 
 type compiledWebhook struct {
@@ -70,15 +74,51 @@ func NewRules(inv controlplane.Inventory) *Rules {
 	for _, cp := range inv.ControlPlanes {
 		r.cps[cp.Revision] = cp
 	}
-	for _, w := range inv.Webhooks {
+	r.hook = compile(inv.Webhooks)
+	return r
+}
+
+func compile(hooks []controlplane.Webhook) []compiledWebhook {
+	var out []compiledWebhook
+	for _, w := range hooks {
 		c := compiledWebhook{Webhook: w}
 		c.ns, c.err = selector(w.NamespaceSelector)
 		if c.err == nil {
 			c.obj, c.err = selector(w.ObjectSelector)
 		}
-		r.hook = append(r.hook, c)
+		out = append(out, c)
 	}
-	return r
+	return out
+}
+
+// webhooks are the injector webhooks a pod with these labels could reach:
+// the installed ones, or when they may not be read, Istio's standard ones
+// for the revision the labels ask for.
+func (r *Rules) webhooks(nsLabels, podLabels map[string]string) []compiledWebhook {
+	if !r.inv.WebhooksUnknown {
+		return r.hook
+	}
+	rev := nsLabels[LabelRev]
+	if rev == "" {
+		rev = podLabels[LabelRev]
+	}
+	if rev == "" {
+		rev = controlplane.DefaultRevision
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.assumed == nil {
+		r.assumed = map[string][]compiledWebhook{}
+	}
+	hooks, ok := r.assumed[rev]
+	if !ok {
+		hooks = compile(controlplane.StandardWebhooks(rev))
+		if rev != controlplane.DefaultRevision {
+			hooks = append(hooks, compile(controlplane.StandardWebhooks(controlplane.DefaultRevision))...)
+		}
+		r.assumed[rev] = hooks
+	}
+	return hooks
 }
 
 // Inventory is what the rules were built from.
@@ -99,8 +139,9 @@ func selector(s *metav1.LabelSelector) (labels.Selector, error) {
 func (r *Rules) Evaluate(ns string, nsLabels map[string]string, pod metav1.ObjectMeta, spec *corev1.PodSpec) Decision {
 	nsl := withNameLabel(ns, nsLabels)
 	var match *compiledWebhook
-	for i := range r.hook {
-		h := &r.hook[i]
+	hooks := r.webhooks(nsLabels, pod.Labels)
+	for i := range hooks {
+		h := &hooks[i]
 		if h.err != nil {
 			continue
 		}
@@ -173,6 +214,9 @@ func (r *Rules) whyNoWebhook(nsLabels, podLabels map[string]string) string {
 	if v, ok := nsLabels[LabelInjection]; ok && v != "enabled" {
 		return fmt.Sprintf("namespace has %s=%s", LabelInjection, v)
 	}
+	if r.inv.WebhooksUnknown {
+		return "injection not enabled"
+	}
 	if rev := nsLabels[LabelRev]; rev != "" {
 		if _, ok := r.inv.Find(rev); !ok {
 			return fmt.Sprintf("namespace asks for revision %q, which is not installed", rev)
@@ -201,58 +245,12 @@ func withNameLabel(ns string, l map[string]string) map[string]string {
 	return out
 }
 
-// Sidecar is the Istio proxy found in a running pod.
-type Sidecar struct {
-	Present bool
-	// Revision is the revision that injected it (from sidecar.istio.io/status,
-	// or the pod's istio.io/rev label).
-	Revision string
-	// Version is the istio-proxy image tag ("" when the image has none).
-	Version string
-}
+// Sidecar is the Istio proxy of a pod (see mesh.SidecarOf).
+type Sidecar = mesh.Sidecar
 
-// SidecarOf inspects a pod. Native sidecars (init containers that keep
-// running) count as well as plain containers.
-func SidecarOf(pod *corev1.Pod) Sidecar {
-	var c *corev1.Container
-	for i := range pod.Spec.Containers {
-		if pod.Spec.Containers[i].Name == ProxyContainer {
-			c = &pod.Spec.Containers[i]
-		}
-	}
-	for i := range pod.Spec.InitContainers {
-		if pod.Spec.InitContainers[i].Name == ProxyContainer {
-			c = &pod.Spec.InitContainers[i]
-		}
-	}
-	if c == nil {
-		return Sidecar{}
-	}
-	s := Sidecar{Present: true, Version: imageTag(c.Image), Revision: pod.Labels[LabelRev]}
-	var st struct {
-		Revision string `json:"revision"`
-	}
-	if raw := pod.Annotations[AnnotationSidecarStatus]; raw != "" && json.Unmarshal([]byte(raw), &st) == nil && st.Revision != "" {
-		s.Revision = st.Revision
-	}
-	return s
-}
-
-func imageTag(img string) string {
-	if i := strings.LastIndex(img, "@"); i >= 0 {
-		img = img[:i]
-	}
-	if i := strings.LastIndex(img, ":"); i >= 0 && !strings.Contains(img[i:], "/") {
-		// Istio's image variants share the version: 1.31.0-distroless is
-		// 1.31.0 (global.variant), not skew against it.
-		tag := img[i+1:]
-		for _, variant := range []string{"-distroless", "-debug"} {
-			tag = strings.TrimSuffix(tag, variant)
-		}
-		return tag
-	}
-	return ""
-}
+// SidecarOf inspects a pod: mesh.SidecarOf, the one definition every
+// command uses.
+func SidecarOf(pod *corev1.Pod) Sidecar { return mesh.SidecarOf(pod) }
 
 // version is the Istio version of a revision ("" when unknown).
 func (r *Rules) version(rev string) string {
@@ -261,12 +259,3 @@ func (r *Rules) version(rev string) string {
 
 // Revisions lists the revision and tag names installed.
 func (r *Rules) Revisions() []string { return r.inv.Revisions() }
-
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}

@@ -1,7 +1,6 @@
 package inject
 
 import (
-	"reflect"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -90,36 +89,6 @@ alwaysInjectSelector:
 			got := r.Evaluate(ns, tt.nsLabels, metav1.ObjectMeta{Labels: tt.labels, Annotations: tt.annots}, &corev1.PodSpec{HostNetwork: tt.hostNet})
 			if got != tt.want {
 				t.Errorf("Evaluate() =\n%+v\nwant\n%+v", got, tt.want)
-			}
-		})
-	}
-}
-
-func TestSidecarOf(t *testing.T) {
-	tests := []struct {
-		name string
-		pod  corev1.Pod
-		want Sidecar
-	}{
-		{name: "none", pod: corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}}},
-		{name: "container with status annotation", pod: corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{LabelRev: "x"}, Annotations: map[string]string{AnnotationSidecarStatus: `{"revision":"canary"}`}},
-			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}, {Name: "istio-proxy", Image: "docker.io/istio/proxyv2:1.31.0"}}}},
-			want: Sidecar{Present: true, Revision: "canary", Version: "1.31.0"}},
-		{name: "native sidecar, label only, digest", pod: corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{LabelRev: "default"}},
-			Spec: corev1.PodSpec{InitContainers: []corev1.Container{{Name: "istio-proxy", Image: "reg:5000/proxyv2:1.30.2@sha256:abc"}},
-				Containers: []corev1.Container{{Name: "app"}}}},
-			want: Sidecar{Present: true, Revision: "default", Version: "1.30.2"}},
-		{name: "distroless variant", pod: corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "istio-proxy", Image: "docker.io/istio/proxyv2:1.31.0-distroless"}}}},
-			want: Sidecar{Present: true, Version: "1.31.0"}},
-		{name: "image without tag", pod: corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "istio-proxy", Image: "reg:5000/proxyv2"}}}},
-			want: Sidecar{Present: true}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := SidecarOf(&tt.pod); !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("SidecarOf() = %+v, want %+v", got, tt.want)
 			}
 		})
 	}

@@ -3,6 +3,8 @@ package inject
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -135,7 +137,7 @@ func BuildStatus(ctx context.Context, kube kubernetes.Interface, istio istioclie
 		}
 	}
 	for i := range rep.Namespaces {
-		rep.Namespaces[i].SidecarVersions = sortedKeys(versions[i])
+		rep.Namespaces[i].SidecarVersions = slices.Sorted(maps.Keys(versions[i]))
 	}
 	return rep, nil
 }

@@ -14,6 +14,8 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/mesh"
 )
 
 // tracker follows every restarted workload and its pods through one watch
@@ -244,7 +246,7 @@ func (tr *tracker) cachedPods(w *Workload, stamp string) (pods []*corev1.Pod, ok
 			continue
 		}
 		if p.DeletionTimestamp == nil && p.Annotations[AnnotationRestartedAt] == stamp {
-			if !podReady(p) {
+			if !mesh.PodReady(p) {
 				return nil, false
 			}
 			pods = append(pods, p)

@@ -3,6 +3,8 @@ package inject
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -14,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/mesh"
 )
 
 // Kinds of workloads, as kubectl names them in TYPE/NAME.
@@ -194,7 +198,7 @@ func collectWorkloads(ctx context.Context, kube kubernetes.Interface, ns string,
 	}
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+		if !mesh.PodLive(p) {
 			continue
 		}
 		owner := metav1.GetControllerOf(p)
@@ -243,7 +247,7 @@ func barePodMeta(p *corev1.Pod) metav1.ObjectMeta {
 	for _, k := range injectedLabels {
 		delete(m.Labels, k)
 	}
-	if SidecarOf(p).Present {
+	if mesh.HasSidecar(p) {
 		// The injector labels injected pods with its revision; that label
 		// was not the user's choice.
 		delete(m.Labels, LabelRev)
@@ -289,7 +293,7 @@ func (w *Workload) IsGateway() bool {
 	}
 	if w.Kind == KindPod {
 		_, injected := w.Template.Annotations[AnnotationSidecarStatus]
-		return SidecarOf(&corev1.Pod{Spec: *w.Spec}).Present && !injected
+		return mesh.ProxyOf(w.Spec) != nil && !injected
 	}
 	for _, c := range w.Spec.Containers {
 		if c.Name == ProxyContainer {
@@ -306,7 +310,7 @@ func (r *Rules) Assess(w *Workload, nsLabels map[string]string) Assessment {
 		a.Desired = Decision{Inject: true, Reason: "gateway: the pod is the proxy"}
 		a.WithSidecar = a.Pods
 		for _, p := range w.Pods {
-			if v := SidecarOf(p).Version; v != "" && !contains(a.Versions, v) {
+			if v := SidecarOf(p).Version; v != "" && !slices.Contains(a.Versions, v) {
 				a.Versions = append(a.Versions, v)
 			}
 		}
@@ -316,7 +320,7 @@ func (r *Rules) Assess(w *Workload, nsLabels map[string]string) Assessment {
 	wantVersion := r.version(a.Desired.Revision)
 	if img, ok := w.Template.Annotations[AnnotationProxyImage]; ok {
 		// A pinned proxy image is a choice, not skew a restart would fix.
-		wantVersion = imageTag(img)
+		wantVersion = mesh.ImageVersion(img)
 	}
 	a.WantVersion = wantVersion
 	var missing, wrongRev, skew, unwanted int
@@ -346,7 +350,7 @@ func (r *Rules) Assess(w *Workload, nsLabels map[string]string) Assessment {
 			gotVer = sc.Version
 		}
 	}
-	a.Versions = sortedKeys(versions)
+	a.Versions = slices.Sorted(maps.Keys(versions))
 	var why []string
 	if missing > 0 {
 		why = append(why, fmt.Sprintf("%d/%d pods have no sidecar", missing, a.Pods))
