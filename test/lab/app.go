@@ -61,7 +61,16 @@ spec:
         image: kubectl-mesh-lab/%[1]s:%[2]s
         ports:
         - {name: http, containerPort: 80}
-`, app, version, sa, suffix(version))
+        # As a real app has them. After injection istiod rewrites both to
+        # pilot-agent's /app-health/app/readyz|livez on 15020; podnet's
+        # kubelet runs them from the node either way.
+        readinessProbe:
+          httpGet: {path: %[5]s, port: http}
+          periodSeconds: 3
+        livenessProbe:
+          tcpSocket: {port: http}
+          periodSeconds: 10
+`, app, version, sa, suffix(version), podnet.HealthPath)
 }
 
 // The v1 Deployments keep the workshop's names (frontend-app, backend-app);
@@ -140,6 +149,7 @@ spec:
   template:
     metadata:
       labels: {app: istio-ingressgateway, istio: ingressgateway, sidecar.istio.io/inject: "false"}
+      annotations: {prometheus.io/scrape: "true", prometheus.io/port: "15020", prometheus.io/path: /stats/prometheus}
     spec:
       serviceAccountName: istio-ingressgateway
       terminationGracePeriodSeconds: 0
@@ -150,5 +160,11 @@ spec:
         ports:
         - {containerPort: 8080}
         - {containerPort: 8443}
-        - {containerPort: 15021}
+        - {name: status-port, containerPort: 15021}
+        - {name: http-envoy-prom, containerPort: 15090}
+        # The gateway chart's probe of Envoy's health listener.
+        readinessProbe:
+          httpGet: {path: /healthz/ready, port: 15021}
+          periodSeconds: 2
+          failureThreshold: 30
 `

@@ -58,6 +58,7 @@ type daemon struct {
 	starters  []starter
 	synced    []cache.InformerSynced
 	nodePorts map[int32]*nodePort
+	dns       *dnsServer
 	rndMu     sync.Mutex
 	rnd       *rand.Rand
 	readyOnce sync.Once
@@ -147,6 +148,13 @@ func (d *daemon) run(ctx context.Context) error {
 		return fmt.Errorf("the watches did not sync: %w", context.Cause(ctx))
 	}
 	d.cfg.logf("watching pods of %s, %s and %s on node %s", AppFrontend, AppBackend, AppGateway, d.cfg.Node)
+	dns, err := d.startDNS(ctx)
+	if err != nil {
+		return err
+	}
+	defer dns.close()
+	d.dns = dns
+	d.cfg.logf("cluster DNS: %s/%s answers for %s on %s (UDP) in %s", DNSNamespace, DNSService, ClusterDomain, dns.addr, NodeNS)
 	d.trigger()
 	retry := time.NewTimer(time.Hour)
 	defer retry.Stop()

@@ -52,6 +52,10 @@ type pod struct {
 	sidecar bool
 	cert    tls.Certificate
 	roots   *x509.CertPool
+	// pool keeps the sidecar's upstream connections; dns is the app's
+	// cached answer from the cluster DNS.
+	pool *upstreamPool
+	dns  dnsCache
 
 	appLog, proxyLog *criLog
 	cancel           context.CancelFunc
@@ -68,6 +72,7 @@ func (d *daemon) start(ctx context.Context, kp *corev1.Pod) (_ *pod, err error) 
 		namespace: kp.Namespace, name: kp.Name, uid: string(kp.UID), labels: kp.Labels,
 		app: kp.Labels["app"], version: kp.Labels["version"], sa: kp.Spec.ServiceAccountName,
 		net: podNetFor(kp.Namespace, kp.Name, string(kp.UID), addr), sidecar: certs.HasProxy(kp),
+		pool: newUpstreamPool(),
 	}
 	if p.sa == "" {
 		p.sa = "default"
@@ -79,6 +84,7 @@ func (d *daemon) start(ctx context.Context, kp *corev1.Pod) (_ *pod, err error) 
 			d.stop(p)
 		}
 	}()
+	p.closers = append(p.closers, p.pool.close)
 	if p.appLog, err = openCRILog(logFile(d.cfg.Dir, p.namespace, p.name, AppContainer)); err != nil {
 		return p, err
 	}
@@ -97,6 +103,9 @@ func (d *daemon) start(ctx context.Context, kp *corev1.Pod) (_ *pod, err error) 
 	p.closers = append(p.closers, p.net.remove)
 	if p.sidecar {
 		if err := d.startProxy(pctx, kp, p); err != nil {
+			return p, err
+		}
+		if err := d.startStatus(kp, p); err != nil {
 			return p, err
 		}
 	}
@@ -118,6 +127,8 @@ func (d *daemon) start(ctx context.Context, kp *corev1.Pod) (_ *pod, err error) 
 	if err != nil {
 		return p, err
 	}
+	d.startProbes(pctx, kp, p)
+	d.startScrapes(pctx, kp, p)
 	mode := "no sidecar"
 	if p.sidecar {
 		mode = "sidecar, " + istioca.SPIFFEID(p.namespace, p.sa)
@@ -251,7 +262,7 @@ func (d *daemon) serve(p *pod, port int, h http.Handler) error {
 		errLog = p.proxyLog
 	}
 	pl := newPermissiveListener(ln, serverTLS, errLog)
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(errLog, "", 0)}
+	srv := &http.Server{Handler: appHealth(h), ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(errLog, "", 0)}
 	go func() { _ = srv.Serve(pl) }()
 	p.closers = append(p.closers, func() { _ = srv.Close(); _ = pl.Close() })
 	return nil
