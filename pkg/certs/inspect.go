@@ -10,6 +10,8 @@ import (
 
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/mesh"
 )
 
 // ProxyContainer is the sidecar Istio injects.
@@ -152,20 +154,8 @@ func phase(pod *corev1.Pod) string {
 }
 
 // HasProxy reports whether the pod has the Istio sidecar, as a regular
-// container or as a native sidecar (restartable init container).
-func HasProxy(pod *corev1.Pod) bool {
-	for _, c := range pod.Spec.Containers {
-		if c.Name == ProxyContainer {
-			return true
-		}
-	}
-	for _, c := range pod.Spec.InitContainers {
-		if c.Name == ProxyContainer && c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
-			return true
-		}
-	}
-	return false
-}
+// container or as a native sidecar (see mesh.HasSidecar).
+func HasProxy(pod *corev1.Pod) bool { return mesh.HasSidecar(pod) }
 
 func fetch(ctx context.Context, c Clients, cfg Config, pod *corev1.Pod) ([]*Bundle, error) {
 	if cfg.Source == SourceFile {
