@@ -133,7 +133,7 @@ func (w *sniffWorld) tcpdumps(t *testing.T) []string {
 	}
 	var out []string
 	for pid, comm := range pids {
-		if comm == "tcpdump" || comm == "timeout" {
+		if comm == "tcpdump" || comm == "timeout" || comm == "sudo" {
 			out = append(out, fmt.Sprintf("%d %s", pid, comm))
 		}
 	}

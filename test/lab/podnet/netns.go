@@ -65,6 +65,10 @@ func setupNode(ctx context.Context, cfg Config) (*node, error) {
 		n.teardown()
 		return nil, err
 	}
+	if err := AddCaptureUser(n.sshd.PID, filepath.Dir(n.sshd.ClientKey)); err != nil {
+		n.teardown()
+		return nil, err
+	}
 	return n, nil
 }
 
