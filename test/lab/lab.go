@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -635,33 +634,9 @@ func startPodnet(ctx context.Context, c Config, pki *PKI) error {
 		c.logf("lab: not root: the workshop pods get no network and carry no traffic (podnet needs root)")
 		return nil
 	}
-	root, err := repoRoot()
+	bin, err := buildPodnet(ctx, c)
 	if err != nil {
 		return err
 	}
-	bin := filepath.Join(c.BinDir, "podnet")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./lab/cmd/podnet")
-	build.Dir = filepath.Join(root, "test")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("building podnet: %w: %s", err, out)
-	}
-	dir := c.PodnetDir()
-	if _, err := (process{Name: "podnet", Bin: bin, Args: []string{
-		"--kubeconfig=" + filepath.Join(c.StateDir, "kubeconfig"), "--istiod-ca=" + pki.CA.CertFile,
-		"--dir=" + dir, "--node=" + NodeName,
-	}}).start(c.StateDir); err != nil {
-		return err
-	}
-	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
-		if _, err := os.Stat(podnet.ReadyFile(dir)); err == nil {
-			return true, nil
-		}
-		procs, _ := readPIDs(c.StateDir)
-		for _, p := range procs {
-			if p.Name == "podnet" && !p.alive() {
-				return false, fmt.Errorf("podnet exited; see %s", filepath.Join(c.StateDir, "logs", "podnet.log"))
-			}
-		}
-		return false, nil
-	})
+	return runPodnet(ctx, c, pki, bin)
 }

@@ -3,6 +3,7 @@
 //	lab up     start (or reuse) the lab and print how to use it
 //	lab down   stop every lab process and remove the lab's state
 //	lab status say whether a lab is running
+//	lab restart-podnet  rebuild podnet and replace the running lab's one
 package main
 
 import (
@@ -18,7 +19,7 @@ import (
 
 func main() {
 	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: lab up|down|status")
+		fmt.Fprintln(os.Stderr, "usage: lab up|down|status|restart-podnet")
 		os.Exit(2)
 	}
 	cfg, err := lab.DefaultConfig()
@@ -56,8 +57,14 @@ Stop it with: make lab-down
 		}
 		fmt.Println("not running")
 		os.Exit(3)
+	case "restart-podnet":
+		if err := lab.RestartPodnet(ctx, cfg); err != nil {
+			fmt.Fprintln(os.Stderr, "error:", err)
+			os.Exit(1)
+		}
+		fmt.Println("podnet restarted with this tree's code.")
 	default:
-		fmt.Fprintf(os.Stderr, "unknown command %q: use up, down or status\n", os.Args[1])
+		fmt.Fprintf(os.Stderr, "unknown command %q: use up, down, status or restart-podnet\n", os.Args[1])
 		os.Exit(2)
 	}
 }
