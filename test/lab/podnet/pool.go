@@ -4,11 +4,17 @@ import (
 	"bufio"
 	"net"
 	"sync"
+	"time"
 )
 
 // maxIdlePerUpstream bounds the idle connections a sidecar keeps to one
-// upstream endpoint; the frontend's serial calls need one.
-const maxIdlePerUpstream = 4
+// upstream endpoint; the frontend's serial calls need one. maxIdleTime
+// closes those of endpoints no longer picked (a replaced pod), which
+// Envoy drops when the endpoint leaves EDS.
+const (
+	maxIdlePerUpstream = 4
+	maxIdleTime        = 2 * time.Minute
+)
 
 // upstreamPool keeps a sidecar's mTLS connections to upstream endpoints
 // open between requests, as Envoy's HTTP/1.1 connection pools do: a
@@ -26,16 +32,33 @@ type upstreamPool struct {
 // may hold bytes read ahead).
 type upstreamConn struct {
 	net.Conn
-	br  *bufio.Reader
-	key string
+	br    *bufio.Reader
+	key   string
+	since time.Time // idle since
 }
 
 func newUpstreamPool() *upstreamPool { return &upstreamPool{idle: map[string][]*upstreamConn{}} }
 
-// get takes an idle connection for key, or returns nil.
+// get takes an idle connection for key, or returns nil. It closes the
+// connections idle for longer than maxIdleTime on the way.
 func (pl *upstreamPool) get(key string) *upstreamConn {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
+	for k, cs := range pl.idle {
+		keep := cs[:0]
+		for _, c := range cs {
+			if time.Since(c.since) > maxIdleTime {
+				_ = c.Close()
+				continue
+			}
+			keep = append(keep, c)
+		}
+		if len(keep) == 0 {
+			delete(pl.idle, k)
+		} else {
+			pl.idle[k] = keep
+		}
+	}
 	cs := pl.idle[key]
 	if len(cs) == 0 {
 		return nil
@@ -54,6 +77,7 @@ func (pl *upstreamPool) put(c *upstreamConn) {
 		_ = c.Close()
 		return
 	}
+	c.since = time.Now()
 	pl.idle[c.key] = append(pl.idle[c.key], c)
 }
 

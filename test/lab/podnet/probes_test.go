@@ -270,6 +270,11 @@ func TestUpstreamPool(t *testing.T) {
 	if c := pl.get("10.244.0.6:80 sni id"); c != nil {
 		t.Error("a connection to another endpoint was handed out")
 	}
+	// A connection idle for too long is closed, not handed out.
+	conns[0].since = time.Now().Add(-maxIdleTime - time.Second)
+	if c := pl.get("10.244.0.5:80 sni id"); c == conns[0] || pl.count() != maxIdlePerUpstream-3 {
+		t.Errorf("got %p with %d idle; want the stale connection dropped", c, pl.count())
+	}
 	pl.close()
 	if n := pl.count(); n != 0 {
 		t.Errorf("%d idle connections after close", n)
