@@ -8,11 +8,13 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery/cached/memory"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	clienttesting "k8s.io/client-go/testing"
+	"sigs.k8s.io/yaml"
 
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/options"
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/options/fake"
@@ -257,5 +259,79 @@ func TestTakeSubsetFlags(t *testing.T) {
 		if got := strings.Join(s, " "); got != tt.subs {
 			t.Errorf("%v: subsets %q, want %q", tt.args, got, tt.subs)
 		}
+	}
+}
+
+func splitVS(route string) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{}
+	j, _ := yaml.YAMLToJSON([]byte(`apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: backend, namespace: shop}
+spec:
+  hosts: [backend]
+  http:
+  - route:
+` + route))
+	_ = u.UnmarshalJSON(j)
+	return u
+}
+
+// TestSplitCommandKeepsOtherHosts: a destination to another host survives
+// split with its weight, shown in the table and in a note; when the
+// service has no share, split fails and writes nothing.
+func TestSplitCommandKeepsOtherHosts(t *testing.T) {
+	legacy := "    - destination: {host: legacy.other.svc.cluster.local}\n      weight: 10\n"
+	tests := []struct {
+		name           string
+		route          string
+		args           []string
+		stdout, stderr string
+		err            string
+	}{
+		{
+			name:   "show",
+			route:  "    - destination: {host: backend}\n      weight: 90\n" + legacy,
+			args:   []string{"split", "backend"},
+			stdout: "ROUTE     SUBSET                           WEIGHT   READY PODS\nhttp[0]   (all)                            90       2/3\nhttp[0]   legacy.other.svc.cluster.local   10       -\n",
+		},
+		{
+			name:   "keep",
+			route:  "    - destination: {host: backend}\n      weight: 90\n" + legacy,
+			args:   []string{"split", "backend", "50/50"},
+			stdout: "ROUTE     SUBSET                           WEIGHT   READY PODS\nhttp[0]   legacy.other.svc.cluster.local   10       -\nhttp[0]   v1                               45       1/1\nhttp[0]   v2                               45       1/2\n",
+			stderr: "destinationrule.networking.istio.io/backend created\nvirtualservice.networking.istio.io/backend configured\nroute http[0] of virtualservice backend keeps legacy.other.svc.cluster.local (weight 10): the weights given divide the 90 of 100 that goes to service shop/backend (v1=45, v2=45)\n",
+		},
+		{
+			name:  "refuse",
+			route: "    - destination: {host: legacy.other.svc.cluster.local}\n",
+			args:  []string{"split", "backend", "50/50"},
+			err:   "route http[0] of virtualservice backend sends no traffic to service shop/backend: all of it goes to legacy.other.svc.cluster.local (weight 100); split divides only the service's own share, so give the service a weight in that route by hand (kubectl edit), or choose another route with --route",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, dyn := trafficFake(backendObjects(), false, splitVS(tt.route))
+			cmd := NewCmdMesh(f.Options)
+			cmd.SetArgs(tt.args)
+			err := cmd.ExecuteContext(context.Background())
+			if tt.err != "" {
+				if err == nil || err.Error() != tt.err {
+					t.Fatalf("error:\n got: %v\nwant: %s", err, tt.err)
+				}
+				for _, a := range dyn.Actions() {
+					if v := a.GetVerb(); v != "list" && v != "get" {
+						t.Errorf("unexpected %s %s", v, a.GetResource().Resource)
+					}
+				}
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if got := f.Out.String(); got != tt.stdout {
+				t.Errorf("stdout:\n%s\nwant:\n%s", got, tt.stdout)
+			}
+			if got := f.ErrOut.String(); got != tt.stderr {
+				t.Errorf("stderr:\n%s\nwant:\n%s", got, tt.stderr)
+			}
+		})
 	}
 }
