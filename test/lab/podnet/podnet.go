@@ -12,8 +12,14 @@
 // backend Service in a loop. Pods with an injected istio-proxy get a
 // stand-in for the proxy: a workload certificate from the lab's istiod CA,
 // mTLS with Istio's ALPN and SNI towards other sidecars, PERMISSIVE inbound,
-// routing by VirtualService/DestinationRule, and Envoy's admin config_dump
-// reachable through KWOK's port-forward.
+// routing by VirtualService/DestinationRule, pooled upstream connections,
+// Envoy's admin config_dump reachable through KWOK's port-forward, and the
+// cleartext status ports 15021, 15020 and 15090.
+//
+// Like a real node, the node namespace probes the pods from its address at
+// the periods of their specs (the kubelet), scrapes their metrics ports
+// (Prometheus), and answers DNS for the cluster zone on the kube-dns
+// Service's ClusterIP, through which the frontend resolves the backend.
 //
 // Everything podnet creates is named with Prefix, so Cleanup can remove it
 // even after the daemon was killed. It needs root.
