@@ -348,3 +348,23 @@ func TestCaptureWithStub(t *testing.T) {
 		})
 	}
 }
+
+// What sudo on the node says becomes what to do about it.
+func TestRemoteExitError(t *testing.T) {
+	tests := []struct {
+		err  RemoteExitError
+		want string
+	}{
+		{RemoteExitError{Status: 1, Stderr: "sudo: a password is required"},
+			"sudo on the node asks for a password (exit 1): allow tcpdump without one, e.g. with the sudoers rule `USER ALL=(root) NOPASSWD: /usr/bin/tcpdump` (the path of tcpdump on the node), or log in as root (--ssh-user root)"},
+		{RemoteExitError{Status: 127, Stderr: "timeout: failed to run command 'sudo': No such file or directory"},
+			"sudo is not installed on the node (exit 127: timeout: failed to run command 'sudo': No such file or directory): install it, or log in as root (--ssh-user root)"},
+		{RemoteExitError{Status: 1, Stderr: "tcpdump: listening\ntcpdump: eth9: No such device exists"},
+			"the capture command failed on the node (exit 1): tcpdump: listening; tcpdump: eth9: No such device exists"},
+	}
+	for _, tt := range tests {
+		if got := tt.err.Error(); got != tt.want {
+			t.Errorf("got  %s\nwant %s", got, tt.want)
+		}
+	}
+}

@@ -327,6 +327,9 @@ func (e *RemoteExitError) Error() string {
 	if strings.Contains(e.Stderr, "sudo") && strings.Contains(e.Stderr, "password") {
 		return fmt.Sprintf("sudo on the node asks for a password (exit %d): allow tcpdump without one, e.g. with the sudoers rule `USER ALL=(root) NOPASSWD: /usr/bin/tcpdump` (the path of tcpdump on the node), or log in as root (--ssh-user root)", e.Status)
 	}
+	if e.Status == 127 && strings.Contains(e.Stderr, "sudo") {
+		return fmt.Sprintf("sudo is not installed on the node (exit 127: %s): install it, or log in as root (--ssh-user root)", lastLines(e.Stderr, 1))
+	}
 	return fmt.Sprintf("the capture command failed on the node (exit %d): %s", e.Status, lastLines(e.Stderr, 3))
 }
 

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -100,4 +101,46 @@ func hasComm(procs []string, comm string) bool {
 		}
 	}
 	return false
+}
+
+// --via auto (the default) never creates a capture pod: without SSH
+// settings it stops and says what --via pod would create; once ssh_config
+// knows the node, the same command captures over SSH.
+func TestSniffAutoNeverCreatesPod(t *testing.T) {
+	w := newSniffWorld(t)
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("SSH_AUTH_SOCK", "")
+	res := w.env.Mesh(t, "sniff", "backend-app", "-n", w.ns, "--duration", "2s")
+	want := "error: no SSH settings for node " + w.node + ": no --ssh-* flag is given and ssh_config (~/.ssh/config, /etc/ssh/ssh_config) has no Host entry for node " + w.node + " or its address " + w.net.NodeIP.String() + "."
+	if res.ExitCode != 1 || res.Err == nil || !strings.HasPrefix(res.Err.Error(), want) ||
+		!strings.Contains(res.Err.Error(), "Or pass --via pod: it creates a pod on node "+w.node+" in namespace "+w.ns+" with hostNetwork, capabilities NET_RAW and NET_ADMIN and image docker.io/nicolaka/netshoot:v0.13,") {
+		t.Fatalf("exit %d, err %v; want 1 and %q…", res.ExitCode, res.Err, want)
+	}
+	if res.Stdout != "" || strings.Contains(res.Stderr, "starting a capture pod") {
+		t.Errorf("stdout %q, stderr %q", res.Stdout, res.Stderr)
+	}
+	noCapturePod(t, w.env, w.ns)
+	if strings.Contains(w.net.Log("sshd"), "Accepted publickey") {
+		t.Errorf("logged in to the node:\n%s", w.net.Log("sshd"))
+	}
+
+	// ~/.ssh/config names the node: SSH, with nothing on the command line.
+	conf := "Host " + w.node + "\n  User root\n  IdentityFile " + w.sshd.ClientKey + "\n  IdentitiesOnly yes\n  UserKnownHostsFile " + w.sshd.KnownHosts + "\n"
+	if err := os.MkdirAll(filepath.Join(home, ".ssh"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(home, ".ssh", "config"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w.traffic(t, netlab.Plaintext)
+	res = w.env.Mesh(t, "sniff", "backend-app", "-n", w.ns, "--duration", "2s", "--expect", "plaintext")
+	if res.ExitCode != 0 {
+		t.Fatalf("exit %d: %v\nstderr:\n%s", res.ExitCode, res.Err, res.Stderr)
+	}
+	if !strings.Contains(res.Stderr, "capturing on "+w.node+" ("+w.sshd.Addr+") interface ") {
+		t.Errorf("did not capture over SSH:\n%s", res.Stderr)
+	}
+	noCapturePod(t, w.env, w.ns)
+	w.noCaptureLeft(t)
 }
