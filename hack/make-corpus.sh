@@ -199,6 +199,16 @@ stop() {
 	eval "pid=\$pid_$1"
 	kill -TERM -- "-$pid" 2>/dev/null || true
 	wait "$pid" 2>/dev/null || true
+	forget "$pid"
+}
+
+# forget PID: cleanup no longer signals this group (its number may be reused).
+forget() {
+	local p keep=()
+	for p in "${pgids[@]}"; do
+		[ "$p" = "$1" ] || keep+=("$p")
+	done
+	pgids=("${keep[@]}")
 }
 
 # listening NS PROTO PORT: waits until something listens on PORT in NS.
@@ -233,6 +243,7 @@ done_capture() {
 	sleep 0.3
 	kill -INT "$pid_tcpdump"
 	wait "$pid_tcpdump" || true
+	forget "$pid_tcpdump"
 	if [ "$(stat -c %s "$work/$1")" -le 24 ]; then
 		echo "tcpdump captured nothing for $1; see the logs in $work" >&2
 		return 1
