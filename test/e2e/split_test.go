@@ -497,7 +497,7 @@ func TestSplitKeepsComplexVirtualService(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := want.GetAnnotations()
-	a[traffic.AnnotationPrevious] = `{"route":"main","destinations":[{"destination":{"host":"backend","port":{"number":80},"subset":"v1"},"headers":{"response":{"add":{"x-version":"v1"}}},"weight":90},{"destination":{"host":"backend","port":{"number":80},"subset":"v2"},"weight":10}]}`
+	a[traffic.AnnotationPrevious] = `{"route":"main","destinations":[{"destination":{"host":"backend","port":{"number":80},"subset":"v1"},"headers":{"response":{"add":{"x-version":"v1"}}},"weight":90},{"destination":{"host":"backend","port":{"number":80},"subset":"v2"},"weight":10}],"written":[{"destination":{"host":"backend","port":{"number":80},"subset":"v1"},"headers":{"response":{"add":{"x-version":"v1"}}},"weight":50},{"destination":{"host":"backend","port":{"number":80},"subset":"v2"},"weight":50}]}`
 	want.SetAnnotations(a)
 	after := trGet(t, env, traffic.VirtualServices, ns, "backend-routes")
 	if g, w := trYAML(t, trComparable(after)), trYAML(t, trComparable(want)); g != w {
