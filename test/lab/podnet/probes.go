@@ -132,13 +132,20 @@ type Prober struct {
 
 // nodeDial connects from the node namespace with the node's InternalIP as
 // source, where a kubelet's probes come from.
-func nodeDial(ctx context.Context, addr string) (conn net.Conn, err error) {
-	err = netlab.InNetNS(NodeNS, func() (err error) {
-		dl := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(NodeIP)}}
-		conn, err = dl.DialContext(ctx, "tcp", addr)
-		return err
-	})
-	return conn, err
+func nodeDial(ctx context.Context, addr string) (net.Conn, error) {
+	return dialFrom(NodeNS, netip.MustParseAddr(NodeIP))(ctx, addr)
+}
+
+// dialFrom connects from network namespace ns with source address src.
+func dialFrom(ns string, src netip.Addr) func(ctx context.Context, addr string) (net.Conn, error) {
+	return func(ctx context.Context, addr string) (conn net.Conn, err error) {
+		err = netlab.InNetNS(ns, func() (err error) {
+			dl := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
+			conn, err = dl.DialContext(ctx, "tcp", addr)
+			return err
+		})
+		return conn, err
+	}
 }
 
 // Run makes one probe of the pod at podIP; nil is success.
