@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -111,11 +112,10 @@ type plannedLabels struct {
 // revision or missing permission leaves the cluster untouched.
 func (o *InjectionLabelOptions) Run(ctx context.Context) error {
 	inv, err := controlplane.Discover(ctx, o.kube)
-	if apierrors.IsForbidden(err) {
-		return inject.Forbidden("list", "mutatingwebhookconfigurations", "", err)
-	} else if err != nil {
+	if err != nil {
 		return err
 	}
+	writeUnchecked(o.ErrOut, inv.Unchecked)
 	rules := inject.NewRules(inv)
 	snap, err := inject.Collect(ctx, o.kube, inject.Scope{Namespaces: o.Namespaces})
 	if err != nil {
@@ -192,10 +192,21 @@ func (o *InjectionLabelOptions) patch(ctx context.Context, p plannedLabels, dryR
 		opts.DryRun = []string{metav1.DryRunAll}
 	}
 	ns, err := o.kube.CoreV1().Namespaces().Patch(ctx, p.ns.Name, types.MergePatchType, body, opts)
-	if err != nil {
-		return nil, inject.Forbidden("patch", "namespaces", " ("+p.ns.Name+")", err)
+	if apierrors.IsForbidden(err) {
+		return nil, &inject.LabelForbiddenError{Namespace: p.ns.Name, User: o.user(ctx), Err: err}
+	} else if err != nil {
+		return nil, fmt.Errorf("patching namespace %s: %w", p.ns.Name, err)
 	}
 	return ns, nil
+}
+
+// user is who the API server takes us for ("" when it will not say).
+func (o *InjectionLabelOptions) user(ctx context.Context) string {
+	r, err := o.kube.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil {
+		return ""
+	}
+	return r.Status.UserInfo.Username
 }
 
 func (o *InjectionLabelOptions) print(ns *corev1.Namespace, operation string) error {

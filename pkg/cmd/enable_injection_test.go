@@ -8,6 +8,7 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -208,10 +209,18 @@ func TestEnableInjectionForbidden(t *testing.T) {
 		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "namespaces"}, a.(k8stesting.PatchAction).GetName(),
 			fmt.Errorf(`User "alice" cannot patch resource "namespaces" in API group "" at the cluster scope`))
 	})
+	f.Kube.PrependReactor("create", "selfsubjectreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		r := &authenticationv1.SelfSubjectReview{}
+		r.Status.UserInfo.Username = "alice"
+		return true, r, nil
+	})
 	cmd := NewCmdMesh(f.Options)
 	cmd.SetArgs([]string{"enable-injection", "shop", "cart"})
 	err := cmd.Execute()
-	want := `cannot patch namespaces (shop): forbidden; ask a cluster admin to grant "patch" on namespaces: namespaces "shop" is forbidden: User "alice" cannot patch resource "namespaces" in API group "" at the cluster scope`
+	want := `cannot label namespace shop: patching the Namespace object is forbidden, so nothing was changed. A Namespace is cluster-scoped, so the admin role bound inside shop does not cover it; ask a cluster admin to grant "patch" on namespaces/shop:
+  kubectl create clusterrole label-namespace-shop --verb=get,patch --resource=namespaces --resource-name=shop
+  kubectl create clusterrolebinding label-namespace-shop --clusterrole=label-namespace-shop --user=alice
+(namespaces "shop" is forbidden: User "alice" cannot patch resource "namespaces" in API group "" at the cluster scope)`
 	if err == nil || err.Error() != want {
 		t.Fatalf("error = %v\nwant %s", err, want)
 	}

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	cmdutil "k8s.io/kubectl/pkg/cmd/util"
@@ -127,12 +126,11 @@ func (o *RestartOptions) Validate() error {
 // command fail after the summary is printed.
 func (o *RestartOptions) Run(ctx context.Context) error {
 	inv, err := controlplane.Discover(ctx, o.kube)
-	if apierrors.IsForbidden(err) {
-		return inject.Forbidden("list", "mutatingwebhookconfigurations", "", err)
-	} else if err != nil {
+	if err != nil {
 		return err
 	}
-	if !inv.HasInjector() {
+	writeUnchecked(o.ErrOut, inv.Unchecked)
+	if !inv.HasInjector() && !inv.WebhooksUnknown {
 		fmt.Fprintln(o.ErrOut, "note: no Istio sidecar injector found; restarted pods will get no sidecar")
 	}
 	rules := inject.NewRules(inv)

@@ -4,13 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/controlplane"
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/inject"
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/options"
 )
@@ -87,11 +88,10 @@ func (o *StatusOptions) Validate() error {
 // Run builds and prints the report.
 func (o *StatusOptions) Run(ctx context.Context) error {
 	rep, err := inject.BuildStatus(ctx, o.kube, o.istio, inject.Scope{AllNamespaces: o.AllNamespaces, Namespaces: o.Namespaces})
-	if apierrors.IsForbidden(err) {
-		return inject.Forbidden("list", "mutatingwebhookconfigurations", "", err)
-	} else if err != nil {
+	if err != nil {
 		return err
 	}
+	writeUnchecked(o.ErrOut, rep.Unchecked)
 	switch o.Output {
 	case "json":
 		b, err := json.MarshalIndent(rep, "", "  ")
@@ -109,4 +109,12 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 		return err
 	}
 	return inject.WriteStatus(o.Out, rep, o.Output == "wide")
+}
+
+// writeUnchecked notes, on stderr, what the user's permissions kept from
+// being checked and which permission would let it be.
+func writeUnchecked(w io.Writer, unchecked []controlplane.Unchecked) {
+	for _, u := range unchecked {
+		fmt.Fprintf(w, "note: %s\n", u)
+	}
 }

@@ -1,12 +1,16 @@
 package cmd
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	k8stesting "k8s.io/client-go/testing"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	typev1beta1 "istio.io/api/type/v1beta1"
@@ -124,5 +128,92 @@ cart        sidecar     1/1                      0                      1.31.0  
 				t.Errorf("stderr = %q", f.ErrOut.String())
 			}
 		})
+	}
+}
+
+// namespaceAdmin makes f refuse, as the API server refuses a user with the
+// admin role bound in one namespace, every read of cluster-scoped objects
+// and every list across all namespaces; and unless canLabel, patches of
+// Namespaces.
+func namespaceAdmin(f *fake.Options, canLabel bool) {
+	refuse := func(a k8stesting.Action) (bool, runtime.Object, error) {
+		res := a.GetResource()
+		if a.GetNamespace() != "" || res.Resource == "namespaces" && a.GetVerb() == "get" {
+			return false, nil, nil
+		}
+		return true, nil, apierrors.NewForbidden(res.GroupResource(), "",
+			fmt.Errorf(`User "ann" cannot %s resource %q in API group %q at the cluster scope`, a.GetVerb(), res.Resource, res.Group))
+	}
+	f.Kube.PrependReactor("list", "*", refuse)
+	if !canLabel {
+		f.Kube.PrependReactor("patch", "namespaces", refuse)
+	}
+}
+
+// TestNamespaceAdmin: with only namespace rights (and for labelling, a
+// right on their Namespace object), status, restart and enable-injection work from Istio's standard webhook selectors and say on
+// stderr what they could not check; labelling the namespace needs a right
+// a namespace admin lacks, and says which.
+func TestNamespaceAdmin(t *testing.T) {
+	const notes = `note: could not check the sidecar injector webhooks (injection is judged by the selectors of Istio's standard injector webhooks); a ClusterRole and ClusterRoleBinding granting "list" on mutatingwebhookconfigurations.admissionregistration.k8s.io would let it
+note: could not check the istiod Deployments (istiod's version is read from the injector ConfigMap only); a ClusterRole and ClusterRoleBinding granting "list" on deployments.apps would let it
+note: could not check the injector ConfigMaps (the chart's default injection policy is assumed and the injected proxy version is not known); a ClusterRole and ClusterRoleBinding granting "list" on configmaps would let it
+note: could not check ztunnel (ambient namespaces are not checked for the node proxy that captures their traffic); a ClusterRole and ClusterRoleBinding granting "list" on daemonsets.apps would let it
+`
+	objects := func() []runtime.Object {
+		objs := []runtime.Object{meshInjector(""), testNamespace("shop", "istio-injection=enabled"), testNamespace("cart")}
+		objs = append(objs, testWorkload("shop", "web", false)...)
+		objs = append(objs, testWorkload("shop", "api", true)...)
+		return append(objs, testWorkload("cart", "cart", false)...)
+	}
+	tests := []struct {
+		name                string
+		args                []string
+		wantOut, wantErrOut string
+		wantErr             string
+	}{
+		{name: "status", args: []string{"status", "-n", "shop"}, wantOut: `Control plane: not readable with your permissions (see the notes)
+
+NAMESPACE   INJECTION   WORKLOADS WITH SIDECAR   PODS NEEDING RESTART   SIDECAR VERSIONS   MTLS
+shop        sidecar     1/2                      1                      1.31.0             PERMISSIVE
+`, wantErrOut: notes},
+		{name: "restart plan", args: []string{"restart", "shop", "--dry-run"}, wantOut: `WORKLOAD              PODS   SIDECAR   REASON
+shop/deployment/web   1      0/1       1/1 pods have no sidecar
+`, wantErrOut: notes},
+		{name: "enable-injection, server dry run", args: []string{"enable-injection", "cart", "--dry-run=server"}, wantOut: "namespace/cart labeled (server dry run)\n",
+			wantErrOut: notes + "1 workload needs a restart: deployment/cart — run: kubectl mesh restart cart\n"},
+		{name: "enable-injection of a revision", args: []string{"enable-injection", "cart", "--revision", "canary", "--dry-run=server"}, wantOut: "namespace/cart labeled (server dry run)\n",
+			wantErrOut: notes + "note: namespace/cart: could not check that revision canary is installed; pods get no sidecar if it is not\n1 workload needs a restart: deployment/cart — run: kubectl mesh restart cart\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := fake.New(objects(), nil)
+			namespaceAdmin(f, true)
+			cmd := NewCmdMesh(f.Options)
+			cmd.SetArgs(tt.args)
+			err := cmd.Execute()
+			if err != nil {
+				t.Fatalf("error: %v\nstderr:\n%s", err, f.ErrOut)
+			}
+			if got := f.Out.String(); got != tt.wantOut {
+				t.Errorf("stdout =\n%s\nwant\n%s", got, tt.wantOut)
+			}
+			if got := f.ErrOut.String(); got != tt.wantErrOut {
+				t.Errorf("stderr =\n%s\nwant\n%s", got, tt.wantErrOut)
+			}
+		})
+	}
+
+	// Labelling for real is refused before anything changes.
+	f := fake.New(objects(), nil)
+	namespaceAdmin(f, false)
+	cmd := NewCmdMesh(f.Options)
+	cmd.SetArgs([]string{"enable-injection", "cart"})
+	err := cmd.Execute()
+	if err == nil || !strings.HasPrefix(err.Error(), "cannot label namespace cart: patching the Namespace object is forbidden, so nothing was changed. A Namespace is cluster-scoped") {
+		t.Fatalf("error = %v", err)
+	}
+	if got := nsLabels(t, f, "cart"); got != "" {
+		t.Errorf("cart labels = %q, want none", got)
 	}
 }

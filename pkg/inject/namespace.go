@@ -85,7 +85,7 @@ func (r *Rules) PlanEnable(ns string, nsLabels map[string]string, req EnableRequ
 	c := LabelChange{Set: map[string]string{}}
 	has := func(k string) (string, bool) { v, ok := nsLabels[k]; return v, ok }
 	if req.Ambient {
-		if len(r.inv.ControlPlanes) == 0 {
+		if len(r.inv.ControlPlanes) == 0 && len(r.inv.Unchecked) == 0 {
 			return c, ErrNoControlPlane
 		}
 		if req.Revision != "" {
@@ -114,7 +114,7 @@ func (r *Rules) PlanEnable(ns string, nsLabels map[string]string, req EnableRequ
 		}
 		return c, nil
 	}
-	if !r.inv.HasInjector() {
+	if !r.inv.HasInjector() && !r.inv.WebhooksUnknown {
 		return c, ErrNoInjector
 	}
 	if v, ok := has(LabelDataplaneMode); ok && v == DataplaneAmbient {
@@ -135,7 +135,10 @@ func (r *Rules) PlanEnable(ns string, nsLabels map[string]string, req EnableRequ
 			c.Notes = append(c.Notes, fmt.Sprintf("no default revision is installed; using revision %s", rev))
 		}
 	} else if _, ok := r.inv.Find(rev); !ok {
-		return c, &UnknownRevisionError{Revision: rev, Found: r.Revisions()}
+		if !r.inv.WebhooksUnknown {
+			return c, &UnknownRevisionError{Revision: rev, Found: r.Revisions()}
+		}
+		c.Notes = append(c.Notes, fmt.Sprintf("could not check that revision %s is installed; pods get no sidecar if it is not", rev))
 	}
 	if rev == "" {
 		if v, ok := has(LabelRev); ok {
@@ -228,3 +231,30 @@ func without(list []string, s string) []string {
 	}
 	return out
 }
+
+// LabelForbiddenError is a namespace whose labels the user may not change.
+// A Namespace is a cluster-scoped object: the admin role bound inside the
+// namespace does not reach it, so a namespace admin cannot label it.
+type LabelForbiddenError struct {
+	Namespace string
+	// User is who was refused ("" when unknown).
+	User string
+	Err  error
+}
+
+func (e *LabelForbiddenError) Error() string {
+	user := e.User
+	if user == "" {
+		user = "USER"
+	}
+	role := "label-namespace-" + e.Namespace
+	return fmt.Sprintf("cannot label namespace %s: patching the Namespace object is forbidden, so nothing was changed. "+
+		"A Namespace is cluster-scoped, so the admin role bound inside %[1]s does not cover it; "+
+		"ask a cluster admin to grant \"patch\" on namespaces/%[1]s:\n"+
+		"  kubectl create clusterrole %[2]s --verb=get,patch --resource=namespaces --resource-name=%[1]s\n"+
+		"  kubectl create clusterrolebinding %[2]s --clusterrole=%[2]s --user=%[3]s\n"+
+		"(%[4]v)",
+		e.Namespace, role, user, e.Err)
+}
+
+func (e *LabelForbiddenError) Unwrap() error { return e.Err }

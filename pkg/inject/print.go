@@ -63,9 +63,12 @@ func WritePlanTable(out io.Writer, targets []Target) error {
 // the workloads needing a restart, conflicts and workload policies.
 func WriteStatus(out io.Writer, rep *Report, wide bool) error {
 	w := printers.GetNewTabWriter(out)
-	if len(rep.ControlPlanes) == 0 {
+	switch {
+	case len(rep.ControlPlanes) == 0 && len(rep.Unchecked) > 0:
+		fmt.Fprintln(w, "Control plane: not readable with your permissions (see the notes)")
+	case len(rep.ControlPlanes) == 0:
 		fmt.Fprintln(w, "Control plane: none found (no sidecar injector, istiod or injector ConfigMap)")
-	} else {
+	default:
 		fmt.Fprintln(w, "REVISION\tTAGS\tVERSION\tINJECTOR\tISTIOD")
 		for _, cp := range rep.ControlPlanes {
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", cp.Revision, dash(strings.Join(cp.Tags, ",")), dash(cp.Version),

@@ -23,6 +23,8 @@ type Report struct {
 	ControlPlanes []controlplane.ControlPlane `json:"controlPlanes"`
 	InjectorFound bool                        `json:"injectorFound"`
 	Namespaces    []NamespaceStatus           `json:"namespaces"`
+	// Unchecked are the cluster-wide reads the user was refused.
+	Unchecked []controlplane.Unchecked `json:"unchecked,omitempty"`
 }
 
 // NamespaceStatus is one namespace's data plane.
@@ -77,7 +79,7 @@ func BuildStatus(ctx context.Context, kube kubernetes.Interface, istio istioclie
 		return nil, invErr
 	}
 	rules := NewRules(inv)
-	rep := &Report{ControlPlanes: inv.ControlPlanes, InjectorFound: inv.HasInjector()}
+	rep := &Report{ControlPlanes: inv.ControlPlanes, InjectorFound: inv.HasInjector(), Unchecked: inv.Unchecked}
 
 	root := "istio-system"
 	for _, cp := range inv.ControlPlanes {
