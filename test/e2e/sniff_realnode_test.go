@@ -125,10 +125,14 @@ func TestSniffRealNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	kubeDNS, err := env.Kube.CoreV1().Services(podnet.DNSNamespace).Get(context.Background(), podnet.DNSService, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the cluster DNS Service: %v", err)
+	}
 	c, r = capture("frontend", "frontend-app", "7s", false)
 	answers := tshark(t, c.pcap, `dns.flags.response == 1 && dns.qry.name == "backend.default.svc.cluster.local" && dns.a`, "ip.src", "dns.a")
-	if want := podnet.ClusterDNS + "\t" + svc.Spec.ClusterIP; !contains(answers, want) {
-		t.Errorf("tshark: DNS answers %v, want one from the cluster DNS %s with the backend's ClusterIP %s", answers, podnet.ClusterDNS, svc.Spec.ClusterIP)
+	if want := kubeDNS.Spec.ClusterIP + "\t" + svc.Spec.ClusterIP; !contains(answers, want) {
+		t.Errorf("tshark: DNS answers %v, want one from the cluster DNS %s with the backend's ClusterIP %s", answers, kubeDNS.Spec.ClusterIP, svc.Spec.ClusterIP)
 	}
 	dns := 0
 	for _, f := range c.flows {

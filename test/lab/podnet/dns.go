@@ -76,7 +76,14 @@ func ensureKubeDNS(ctx context.Context, d *daemon) (netip.Addr, error) {
 	svcs := d.kube.CoreV1().Services(DNSNamespace)
 	svc, err := svcs.Get(ctx, DNSService, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		svc, err = svcs.Create(ctx, kubeDNSService(), metav1.CreateOptions{})
+		want := kubeDNSService()
+		svc, err = svcs.Create(ctx, want, metav1.CreateOptions{})
+		if apierrors.IsInvalid(err) {
+			// The tenth address is taken: any address will do, pods read it
+			// from the Service.
+			want.Spec.ClusterIP = ""
+			svc, err = svcs.Create(ctx, want, metav1.CreateOptions{})
+		}
 		if err == nil {
 			d.cfg.logf("created Service %s/%s at %s", DNSNamespace, DNSService, svc.Spec.ClusterIP)
 		}
