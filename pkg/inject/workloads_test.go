@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	istiofake "istio.io/client-go/pkg/clientset/versioned/fake"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -117,5 +118,51 @@ func TestBuildStatusListCallsAreConstant(t *testing.T) {
 		if st.Pods != 2 || st.PodsWithSidecar != 1 || st.PodsNeedingRestart != 2 || st.WorkloadsWithSidecar != 0 || st.Workloads != 1 {
 			t.Errorf("namespace status = %+v", st)
 		}
+	}
+}
+
+// TestSelectDistrolessIstiod: with istiod and its proxies on the distroless
+// variant (global.variant=distroless) nothing is skew; an older proxy still
+// is; native sidecars count, a one-shot init container named istio-proxy
+// does not.
+func TestSelectDistrolessIstiod(t *testing.T) {
+	istiod := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "istiod", Labels: map[string]string{"app": "istiod"}}}
+	istiod.Spec.Template.Spec.Containers = []corev1.Container{{Name: "discovery", Image: "docker.io/istio/pilot:1.31.0-distroless"}}
+	ns := namespace("on", map[string]string{LabelInjection: "enabled"})
+	current := deployment("on", "current", 1, nil, nil)
+	plainTag := deployment("on", "plain-tag", 1, nil, nil)
+	old := deployment("on", "old", 1, nil, nil)
+	native := deployment("on", "native", 1, nil, nil)
+	oneShot := deployment("on", "one-shot", 1, nil, nil)
+	nativePod := pod(native, 0, "", "")
+	nativePod.Labels[LabelRev] = "default"
+	nativePod.Spec.InitContainers = []corev1.Container{{Name: ProxyContainer, Image: "docker.io/istio/proxyv2:1.31.0-distroless", RestartPolicy: ptr(corev1.ContainerRestartPolicyAlways)}}
+	oneShotPod := pod(oneShot, 0, "", "")
+	oneShotPod.Spec.InitContainers = []corev1.Container{{Name: ProxyContainer, Image: "docker.io/istio/proxyv2:1.31.0-distroless"}}
+	objs := []runtime.Object{injectorMWC("", ""), injectorCM("", "1.31.0", "policy: enabled\n"), istiod, ns, current, plainTag, old, native, oneShot,
+		pod(current, 0, "default", "1.31.0-distroless"), pod(plainTag, 0, "default", "1.31.0"), pod(old, 0, "default", "1.30.0-distroless"), nativePod, oneShotPod}
+	kube := kubefake.NewClientset(objs...)
+	r := NewRules(inventory(t, objs...))
+	snap, err := Collect(context.Background(), kube, Scope{Namespaces: []string{"on"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	for _, tg := range r.Select(snap, RestartConfig{}) {
+		fmt.Fprintf(&got, "%s/%s: %s\n", tg.Workload.Namespace, tg.Workload.Ref(), tg.Assessment.Why)
+	}
+	want := `on/deployment/old: sidecar 1.30.0, control plane 1.31.0
+on/deployment/one-shot: 1/1 pods have no sidecar
+`
+	if got.String() != want {
+		t.Errorf("Select() =\n%s\nwant\n%s", got.String(), want)
+	}
+	rep, err := BuildStatus(context.Background(), kube, istiofake.NewSimpleClientset(), Scope{Namespaces: []string{"on"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := rep.Namespaces[0]
+	if fmt.Sprint(st.SidecarVersions, st.VersionSkew, st.WorkloadsWithSidecar, st.NeedRestart) != "[1.30.0 1.31.0] true 4 [deployment/old deployment/one-shot]" {
+		t.Errorf("status: versions %v skew %v with sidecar %d need restart %v", st.SidecarVersions, st.VersionSkew, st.WorkloadsWithSidecar, st.NeedRestart)
 	}
 }
