@@ -166,8 +166,10 @@ func RemoteCommand(argv []string, sudo bool) string {
 }
 
 // discoverScript prints what is needed to find a pod's host-side interface:
-// the route to the pod, its neighbour entry (MAC) and the bridge FDB.
-const discoverScript = `ip -o route get "$1" 2>&1; echo @@; ip neigh show to "$1" 2>&1; echo @@; bridge fdb show 2>/dev/null | head -n 20000`
+// the route to the pod, its neighbour entry (MAC) and the bridge FDB. It
+// runs unprivileged; ip and bridge live in sbin, which is not on the PATH
+// that sshd gives a login other than root.
+const discoverScript = `PATH="$PATH:/usr/sbin:/sbin"; ip -o route get "$1" 2>&1; echo @@; ip neigh show to "$1" 2>&1; echo @@; bridge fdb show 2>/dev/null | head -n 20000`
 
 // DiscoverArgs is the read-only command that locates ip's interface.
 func DiscoverArgs(ip netip.Addr) []string {

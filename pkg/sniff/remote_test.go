@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -366,5 +367,21 @@ func TestRemoteExitError(t *testing.T) {
 		if got := tt.err.Error(); got != tt.want {
 			t.Errorf("got  %s\nwant %s", got, tt.want)
 		}
+	}
+}
+
+// The discovery finds ip and bridge with the PATH of a login that is not
+// root (no sbin).
+func TestDiscoverWithoutSbinInPath(t *testing.T) {
+	argv := DiscoverArgs(netip.MustParseAddr("127.0.0.1"))
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	route, _, _ := strings.Cut(string(out), "@@")
+	if !strings.Contains(route, "127.0.0.1") || !strings.Contains(route, " dev lo ") {
+		t.Errorf("ip route get did not run: %q", out)
 	}
 }
