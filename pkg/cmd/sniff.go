@@ -49,6 +49,7 @@ type SniffOptions struct {
 	Duration     time.Duration
 	Grep         string
 	Expect       string
+	IncludeInfra bool
 	Write        string
 	Read         string
 	Output       string
@@ -71,12 +72,25 @@ checked against known_hosts. The remote tcpdump always stops: on
 --duration, --count, Ctrl-C or a dropped connection. -r analyses a saved
 pcap or pcapng file instead.
 
-Verdicts: PLAINTEXT, ENCRYPTED (Istio mTLS), ENCRYPTED (TLS, not Istio),
-MIXED, NO TRAFFIC, UNKNOWN. Encryption is only claimed with evidence (a TLS
-handshake or TLS records); unrecognised bytes are UNKNOWN.
+Every packet counts: UDP, ICMP and other IP traffic is classified (DNS,
+QUIC, DTLS, printable text) and searched by --grep, and IP fragments are
+reassembled. Istio's plaintext-by-design traffic (kubelet probes, metrics
+scrapes, istiod, cluster DNS) is listed apart as mesh infrastructure and left
+out of the verdict unless --include-infra. In a live capture the pod's own
+facts (sidecar, probe ports, meshed peers) let a pooled connection whose
+handshake was not captured count as Istio's. Encryption is only claimed with
+evidence; "not Istio" only with a handshake that shows it.
 
+Verdicts: PLAINTEXT, ENCRYPTED (Istio mTLS), ENCRYPTED (TLS, Istio not
+proven), ENCRYPTED (TLS, not Istio), MIXED, NO TRAFFIC, UNKNOWN. The policy,
+also in docs/verdicts.md:
+
+`
+
+const sniffExitCodes = `
 Exit codes: 0 success (and --expect met); 1 error; 2 --expect not met;
-3 --expect given but no traffic was captured.`
+3 --expect given but no traffic was captured. --expect encrypted accepts
+every ENCRYPTED verdict; --expect istio-mtls only ENCRYPTED (Istio mTLS).`
 
 // NewCmdSniff returns the sniff command.
 func NewCmdSniff(root *options.Options) *cobra.Command {
@@ -84,7 +98,7 @@ func NewCmdSniff(root *options.Options) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "sniff (POD | TYPE/NAME | -l SELECTOR) [flags]",
 		Short: "Capture a pod's traffic on its node and tell plaintext from mTLS",
-		Long:  sniffLong,
+		Long:  sniffLong + sniff.PolicyText() + sniffExitCodes,
 		Example: `  # 20 seconds of the backend's traffic over SSH to its node, counting a marker
   kubectl mesh sniff deploy/backend-app --ssh-user root --duration 20s --grep TGN
 
@@ -122,6 +136,7 @@ func NewCmdSniff(root *options.Options) *cobra.Command {
 	f.IntVar(&o.Count, "count", 0, "Stop after this many packets")
 	f.DurationVar(&o.Duration, "duration", 0, "Stop after this long (default: until Ctrl-C)")
 	f.StringVar(&o.Grep, "grep", "", "Count occurrences of this text in the reassembled payloads")
+	f.BoolVar(&o.IncludeInfra, "include-infra", false, "Count mesh infrastructure traffic (probes, scrapes, istiod, cluster DNS) in the verdict")
 	f.StringVar(&o.Expect, "expect", "", "Exit 2 unless the verdict is: encrypted, plaintext or istio-mtls")
 	f.StringVarP(&o.Write, "write", "w", "", "Also write the raw capture to this pcap file ('-' for stdout)")
 	f.StringVarP(&o.Read, "read", "r", "", "Analyse this pcap or pcapng file instead of capturing")
@@ -201,7 +216,7 @@ func (o *SniffOptions) out() io.Writer {
 
 // Run captures (or reads) and prints the events, summary and verdict.
 func (o *SniffOptions) Run(ctx context.Context) error {
-	cfg := sniff.Config{Grep: o.Grep, MaxPackets: o.Count}
+	cfg := sniff.Config{Grep: o.Grep, MaxPackets: o.Count, IncludeInfra: o.IncludeInfra}
 	if o.Output == "" {
 		w := o.out()
 		cfg.OnEvent = func(ev sniff.Event) { fmt.Fprintln(w, sniff.FormatEvent(ev)) }
@@ -255,6 +270,7 @@ func (o *SniffOptions) capture(ctx context.Context, cfg sniff.Config) (rep *snif
 	if len(ips) == 0 && pod.Status.PodIP != "" {
 		ips = []string{pod.Status.PodIP}
 	}
+	cfg.Pod = sniff.NewPodContext(ctx, o.kube, []*corev1.Pod{pod})
 	if pod.Spec.HostNetwork {
 		fmt.Fprintf(o.ErrOut, "note: pod %s uses the host network: its address is the node's, so other traffic of the node shows too\n", pod.Name)
 	}

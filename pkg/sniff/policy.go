@@ -237,17 +237,35 @@ func PolicyText() string {
 	var b strings.Builder
 	b.WriteString("Each flow, first matching rule:\n")
 	for _, r := range flowRules {
-		fmt.Fprintf(&b, "  %-14s %-18s %s\n", r.Name, r.Verdict.Label(), r.When)
+		row(&b, fmt.Sprintf("  %-14s %-17s ", r.Name, flowLabel(FlowSummary{Verdict: r.Verdict, Istio: r.Istio})), r.When)
 	}
 	b.WriteString("\nMesh infrastructure, listed apart and left out of the verdict (--include-infra\nputs it back; a --grep hit outside TLS always counts):\n")
 	for _, r := range infraRules {
-		fmt.Fprintf(&b, "  %-14s %s\n", r.Name, r.When)
+		row(&b, fmt.Sprintf("  %-14s ", r.Name), r.When)
 	}
 	b.WriteString("\nThe capture, over application flows, first matching rule:\n")
 	for _, r := range captureRules {
-		fmt.Fprintf(&b, "  %-14s %-34s %s\n", r.Name, r.Verdict.String(), r.When)
+		row(&b, fmt.Sprintf("  %-14s %-18s ", r.Name, r.Verdict), r.When)
 	}
 	return b.String()
+}
+
+// row writes head and text wrapped at 80 columns, continuation lines
+// indented under the text.
+func row(b *strings.Builder, head, text string) {
+	const width = 80
+	line := head
+	for _, w := range strings.Fields(text) {
+		if len(line)+1+len(w) > width && len(line) > len(head) {
+			b.WriteString(strings.TrimRight(line, " ") + "\n")
+			line = strings.Repeat(" ", len(head))
+		}
+		if len(line) > len(head) {
+			line += " "
+		}
+		line += w
+	}
+	b.WriteString(line + "\n")
 }
 
 // PodContext is what the cluster says about a pod captured live. It lets

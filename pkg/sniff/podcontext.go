@@ -1,0 +1,142 @@
+package sniff
+
+import (
+	"context"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/mesh"
+)
+
+// Istio's annotations that narrow which inbound ports the sidecar takes.
+const (
+	annotationIncludeInbound = "traffic.sidecar.istio.io/includeInboundPorts"
+	annotationExcludeInbound = "traffic.sidecar.istio.io/excludeInboundPorts"
+)
+
+// NewPodContext gathers what the cluster says about the captured pods, for
+// the policy's pod-context and kubelet-probe rules. The list of the other
+// pods of the namespace (to know which peers run a sidecar) is best
+// effort: without it, outbound flows caught mid-stream stay unproven.
+func NewPodContext(ctx context.Context, kube kubernetes.Interface, pods []*corev1.Pod) *PodContext {
+	pc := &PodContext{Sidecar: len(pods) > 0}
+	ports := map[uint16]bool{}
+	for _, pod := range pods {
+		for _, ip := range podAddrs(pod) {
+			pc.IPs = append(pc.IPs, ip)
+		}
+		if a, err := netip.ParseAddr(pod.Status.HostIP); err == nil {
+			pc.NodeIP = a
+		}
+		pc.Sidecar = pc.Sidecar && mesh.HasSidecar(pod)
+		for _, p := range probePorts(pod) {
+			ports[p] = true
+		}
+		pc.ExcludedInbound = append(pc.ExcludedInbound, excludedInbound(pod)...)
+	}
+	for p := range ports {
+		pc.ProbePorts = append(pc.ProbePorts, p)
+	}
+	if !pc.Sidecar || kube == nil || len(pods) == 0 {
+		return pc
+	}
+	list, err := kube.CoreV1().Pods(pods[0].Namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return pc
+	}
+	for i := range list.Items {
+		p := &list.Items[i]
+		if mesh.HasSidecar(p) && !p.Spec.HostNetwork {
+			pc.MeshedPeers = append(pc.MeshedPeers, podAddrs(p)...)
+		}
+	}
+	return pc
+}
+
+func podAddrs(pod *corev1.Pod) []netip.Addr {
+	var out []netip.Addr
+	for _, ip := range pod.Status.PodIPs {
+		if a, err := netip.ParseAddr(ip.IP); err == nil {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		if a, err := netip.ParseAddr(pod.Status.PodIP); err == nil {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// probePorts are the numeric ports of the pod's HTTP, TCP and gRPC probes
+// (named ports are resolved against the container's ports).
+func probePorts(pod *corev1.Pod) []uint16 {
+	var out []uint16
+	cs := append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...)
+	for _, c := range cs {
+		for _, pr := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe, c.StartupProbe} {
+			if pr == nil {
+				continue
+			}
+			switch {
+			case pr.HTTPGet != nil:
+				out = append(out, resolvePort(c, pr.HTTPGet.Port.IntValue(), pr.HTTPGet.Port.StrVal)...)
+			case pr.TCPSocket != nil:
+				out = append(out, resolvePort(c, pr.TCPSocket.Port.IntValue(), pr.TCPSocket.Port.StrVal)...)
+			case pr.GRPC != nil:
+				out = append(out, uint16(pr.GRPC.Port))
+			}
+		}
+	}
+	return out
+}
+
+func resolvePort(c corev1.Container, n int, name string) []uint16 {
+	if n > 0 && n < 65536 {
+		return []uint16{uint16(n)}
+	}
+	for _, p := range c.Ports {
+		if p.Name == name {
+			return []uint16{uint16(p.ContainerPort)}
+		}
+	}
+	return nil
+}
+
+// excludedInbound lists ports the sidecar does not take inbound: those
+// excluded, and, when includeInboundPorts is a list rather than "*", every
+// port of the pod's containers not in it.
+func excludedInbound(pod *corev1.Pod) []uint16 {
+	out := parsePorts(pod.Annotations[annotationExcludeInbound])
+	inc, ok := pod.Annotations[annotationIncludeInbound]
+	if !ok || strings.TrimSpace(inc) == "*" {
+		return out
+	}
+	keep := map[uint16]bool{}
+	for _, p := range parsePorts(inc) {
+		keep[p] = true
+	}
+	for _, c := range pod.Spec.Containers {
+		for _, p := range c.Ports {
+			if !keep[uint16(p.ContainerPort)] {
+				out = append(out, uint16(p.ContainerPort))
+			}
+		}
+	}
+	return out
+}
+
+func parsePorts(s string) []uint16 {
+	var out []uint16
+	for _, f := range strings.Split(s, ",") {
+		if n, err := strconv.ParseUint(strings.TrimSpace(f), 10, 16); err == nil {
+			out = append(out, uint16(n))
+		}
+	}
+	return out
+}
