@@ -96,7 +96,7 @@ func EffectiveMTLS(ctx context.Context, istio istioclient.Interface, rootNamespa
 	}
 	if len(forbidden) > 0 {
 		// Unknown until a level that could be read sets a mode.
-		m.Mode, m.From = ModeUnknown, "unknown (PeerAuthentications could not be read)"
+		m.Mode, m.From = ModeUnknown, "the PeerAuthentications that decide it could not be read (see the notes)"
 	}
 	apply := func(p *securityv1.PeerAuthentication, scope string) {
 		if mode := p.Spec.GetMtls().GetMode(); mode != securityv1beta1.PeerAuthentication_MutualTLS_UNSET {

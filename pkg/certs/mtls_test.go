@@ -126,7 +126,7 @@ func TestEffectiveMTLS(t *testing.T) {
 			name:     "root namespace forbidden, nothing else decides",
 			policies: []runtime.Object{peerAuth("default", "other", time.Hour, map[string]string{"app": "backend"}, disable, nil)},
 			forbid:   []string{"istio-system"},
-			want: MTLS{Mode: ModeUnknown, From: "unknown (PeerAuthentications could not be read)", Notes: []string{
+			want: MTLS{Mode: ModeUnknown, From: "the PeerAuthentications that decide it could not be read (see the notes)", Notes: []string{
 				"could not check the mesh-wide PeerAuthentication: listing peerauthentications in namespace istio-system is forbidden (kubectl auth can-i list peerauthentications.security.istio.io -n istio-system)",
 			}},
 		},
@@ -134,7 +134,7 @@ func TestEffectiveMTLS(t *testing.T) {
 			name:     "pod namespace forbidden: the mesh-wide mode is only a note",
 			policies: []runtime.Object{peerAuth("istio-system", "default", time.Hour, nil, strict, nil)},
 			forbid:   []string{"default"},
-			want: MTLS{Mode: ModeUnknown, From: "unknown (PeerAuthentications could not be read)", Notes: []string{
+			want: MTLS{Mode: ModeUnknown, From: "the PeerAuthentications that decide it could not be read (see the notes)", Notes: []string{
 				"could not check the namespace and workload PeerAuthentication: listing peerauthentications in namespace default is forbidden (kubectl auth can-i list peerauthentications.security.istio.io -n default)",
 				"the mesh-wide PeerAuthentication istio-system/default says STRICT; a namespace or workload policy may override it",
 			}},

@@ -109,7 +109,11 @@ func printReport(w io.Writer, wide bool, r *Report) error {
 		fmt.Fprintf(tw, "Secrets:\t%s\n", strings.Join(parts, ", "))
 	}
 	if m := r.MTLS; m != nil {
-		fmt.Fprintf(tw, "mTLS:\t%s, from %s\n", m.Mode, m.From)
+		if m.Mode == ModeUnknown {
+			fmt.Fprintf(tw, "mTLS:\t%s: %s\n", m.Mode, m.From)
+		} else {
+			fmt.Fprintf(tw, "mTLS:\t%s, from %s\n", m.Mode, m.From)
+		}
 		for _, p := range m.Ports {
 			fmt.Fprintf(tw, "\tport %d: %s, from %s\n", p.Port, p.Mode, p.From)
 		}
@@ -138,6 +142,8 @@ func printReport(w io.Writer, wide bool, r *Report) error {
 		switch {
 		case c.Skipped:
 			mark = "skip"
+		case r.Verdict.Pending && c.Name == CheckState:
+			mark = "wait"
 		case !c.OK:
 			mark = "FAIL"
 		}

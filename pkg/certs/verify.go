@@ -175,6 +175,9 @@ func Evaluate(b *Bundle, expect Expect, now time.Time) ([]Certificate, Verdict) 
 
 func chainOK(b *Bundle, root *x509.Certificate) string {
 	if root == nil {
+		if len(b.Roots) == 0 {
+			return "" // the check failed; its error is the message
+		}
 		root = b.Roots[0]
 	}
 	msg := fmt.Sprintf("chain verifies to root %q (SHA-256 %s)", root.Subject.String(), short(Fingerprint(root)))
@@ -222,7 +225,7 @@ func validityOK(leaf Certificate, now time.Time) string {
 // as expired (by validity) rather than as a broken chain.
 func verifyChain(b *Bundle) (*x509.Certificate, error) {
 	if len(b.Roots) == 0 {
-		return nil, errors.New("no trust root to verify the chain against")
+		return nil, errors.New("no trust root to verify the chain against; give the root certificate too (e.g. --file root-cert.pem)")
 	}
 	roots, inter := x509.NewCertPool(), x509.NewCertPool()
 	for _, r := range b.Roots {

@@ -12,8 +12,11 @@ import (
 	typev1beta1 "istio.io/api/type/v1beta1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/certs"
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/options/fake"
@@ -120,6 +123,10 @@ func TestCerts(t *testing.T) {
 		{name: "source file without files", args: []string{"--source", "file"}, wantErr: "--source file needs --file PATH"},
 		{name: "selector and name", args: []string{"web-1", "-l", "app=web"}, wantErr: "give either a POD or TYPE/NAME argument or -l SELECTOR, not both"},
 		{name: "compare with files", args: []string{"web-1", "--file", good, "--compare", "cart-1"}, wantErr: "--compare reads the other workload from the cluster; it cannot be combined with --file"},
+		{
+			name: "leaf without a root", args: []string{"--file", "testdata/certs/good/cert-chain.pem"}, golden: "leaf-only", wantCode: 2,
+			wantErr: "certificate verdict failed for file testdata/certs/good/cert-chain.pem: no trust root to verify the chain against; give the root certificate too (e.g. --file root-cert.pem)",
+		},
 		{name: "missing file", args: []string{"--file", "testdata/certs/none.pem"}, wantErr: "reading --file testdata/certs/none.pem: stat testdata/certs/none.pem: no such file or directory"},
 	}
 	for _, tt := range tests {
@@ -189,5 +196,108 @@ func TestCertsJSONShape(t *testing.T) {
 	}
 	if !r.Verdict.OK || r.Workload.Pod != "web-1" || r.MTLS.Mode != "PERMISSIVE" || len(r.Certificates) != 2 || r.Certificates[0].Identity.ServiceAccount != "default" {
 		t.Errorf("report: %+v", r)
+	}
+}
+
+// TestCertsDumps reads saved dumps shaped as Envoy, istioctl and ztunnel
+// write them (testdata/certs/dumps, made by gen.sh with OpenSSL). Before
+// --file read dumps, every one of them failed with "no PEM certificate
+// found".
+func TestCertsDumps(t *testing.T) {
+	const dumps = "testdata/certs/dumps/"
+	pods := []runtime.Object{
+		certsPod("web-1", "", map[string]string{"app": "web"}, true),
+		&corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "istio-ingressgateway-1"},
+			Spec:       corev1.PodSpec{ServiceAccountName: "istio-ingressgateway-service-account", Containers: []corev1.Container{{Name: "istio-proxy"}}},
+			Status:     corev1.PodStatus{Phase: corev1.PodRunning},
+		},
+		&corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "bookinfo", Name: "reviews-v1-1"},
+			Spec:       corev1.PodSpec{ServiceAccountName: "bookinfo-reviews", Containers: []corev1.Container{{Name: "reviews"}}},
+			Status:     corev1.PodStatus{Phase: corev1.PodRunning},
+		},
+	}
+	tests := []struct {
+		name       string
+		args       []string
+		forbid     []string // namespaces where listing PeerAuthentications is forbidden
+		golden     string
+		wantErrOut string
+		wantErr    string
+		wantCode   int
+		notIn      string // must not appear in stdout
+	}{
+		{name: "whole envoy dump", args: []string{"--file", dumps + "envoy-full.json"}, golden: "dump-full"},
+		{name: "resource=dynamic_active_secrets", args: []string{"--file", dumps + "envoy-resource-secrets.json", "-o", "json"}, golden: "dump-resource.json"},
+		{name: "camelCase from istioctl", args: []string{"--file", dumps + "envoy-camelcase.json"}, golden: "dump-camelcase"},
+		{name: "redacted private key is never read or shown", args: []string{"--file", dumps + "envoy-resource-secrets.json", "-o", "yaml"}, golden: "dump-resource.yaml", notIn: "redacted"},
+		{
+			name: "warming secret", args: []string{"--file", dumps + "envoy-warming.json"}, golden: "dump-warming", wantCode: 2,
+			wantErr: `certificate verdict failed for file testdata/certs/dumps/envoy-warming.json (Envoy config_dump): secret "default" is still warming: the istio agent has not got a certificate from istiod yet; check the istio-proxy logs`,
+		},
+		{name: "federation: several roots in trusted_ca", args: []string{"--file", dumps + "envoy-federation.json"}, golden: "dump-federation"},
+		{name: "SPIRE waypoint: roots per trust domain", args: []string{"--file", dumps + "envoy-spire-waypoint.json", "-o", "wide"}, golden: "dump-spire-waypoint"},
+		{name: "gateway identity", args: []string{"--file", dumps + "envoy-gateway.json"}, golden: "dump-gateway"},
+		{name: "gateway identity compared with its pod", args: []string{"istio-ingressgateway-1", "-n", "istio-system", "--file", dumps + "envoy-gateway.json"}, golden: "dump-gateway-pod"},
+		{name: "ztunnel with two identities", args: []string{"--file", dumps + "ztunnel.json"}, golden: "dump-ztunnel"},
+		{name: "ztunnel identity of a pod", args: []string{"reviews-v1-1", "-n", "bookinfo", "--file", dumps + "ztunnel.json"}, golden: "dump-ztunnel-pod"},
+		{
+			name: "ztunnel without the pod's identity", args: []string{"web-1", "--file", dumps + "ztunnel.json"},
+			wantErr: "the dump has no identity of pod default/web-1 (namespace default, service account default) among spiffe://cluster.local/ns/bookinfo/sa/bookinfo-productpage, spiffe://cluster.local/ns/bookinfo/sa/bookinfo-reviews; leave out the pod to see them all",
+		},
+		{
+			name: "JSON that is no dump", args: []string{"--file", dumps + "not-a-dump.json"},
+			wantErr: "reading --file testdata/certs/dumps/not-a-dump.json: JSON with keys [apiVersion kind metadata spec] is no dump this command reads; expected " + certs.DumpFormats,
+		},
+		{
+			name: "truncated dump", args: []string{"--file", dumps + "truncated.json"},
+			wantErr: "reading --file testdata/certs/dumps/truncated.json: not valid JSON (unexpected end of JSON input); expected " + certs.DumpFormats,
+		},
+		{
+			name: "root namespace PeerAuthentications forbidden", args: []string{"web-1", "--file", dumps + "envoy-full.json"}, forbid: []string{"istio-system"}, golden: "dump-pod-rbac",
+			wantErrOut: "note: default/web-1: could not check the mesh-wide PeerAuthentication: listing peerauthentications in namespace istio-system is forbidden (kubectl auth can-i list peerauthentications.security.istio.io -n istio-system)\n",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := fake.New(pods, nil)
+			for _, ns := range tt.forbid {
+				f.Istio.PrependReactor("list", "peerauthentications", func(a k8stesting.Action) (bool, runtime.Object, error) {
+					if a.GetNamespace() != ns {
+						return false, nil, nil
+					}
+					return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "security.istio.io", Resource: "peerauthentications"}, "", errors.New("RBAC: access denied"))
+				})
+			}
+			cmd := NewCmdMesh(f.Options)
+			cmd.SetArgs(append([]string{"certs", "-n", "default"}, tt.args...))
+			err := cmd.Execute()
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("unexpected error: %v", err)
+			case tt.wantErr != "" && (err == nil || err.Error() != tt.wantErr):
+				t.Fatalf("error = %v\nwant  %s", err, tt.wantErr)
+			}
+			var ec exitCoder
+			code := 0
+			if errors.As(err, &ec) {
+				code = ec.ExitCode()
+			}
+			if code != tt.wantCode {
+				t.Errorf("exit code %d, want %d", code, tt.wantCode)
+			}
+			if tt.golden != "" {
+				golden(t, tt.golden, f.Out.String())
+			} else if f.Out.String() != "" {
+				t.Errorf("stdout:\n%s\nwant nothing", f.Out.String())
+			}
+			if tt.notIn != "" && strings.Contains(strings.ToLower(f.Out.String()), tt.notIn) {
+				t.Errorf("stdout has %q:\n%s", tt.notIn, f.Out.String())
+			}
+			if f.ErrOut.String() != tt.wantErrOut {
+				t.Errorf("stderr:\n%q\nwant:\n%q", f.ErrOut.String(), tt.wantErrOut)
+			}
+		})
 	}
 }
