@@ -44,7 +44,10 @@ func NewCmdEnableInjection(root *options.Options) *cobra.Command {
 for the default revision, istio.io/rev=REV for a revision or tag, or
 istio.io/dataplane-mode=ambient. Labels that would override the choice are
 removed, with a note. Then lists the workloads whose pods need a restart.
-Without a NAMESPACE, the current namespace (-n or the context's) is used.`,
+Without a NAMESPACE, the current namespace (-n or the context's) is used.
+Labelling needs "patch" on the Namespace object, which is cluster-scoped: the
+admin role bound in a namespace does not give it. Every namespace is checked
+with a server-side dry run first, so a refusal changes nothing.`,
 		Example: `  # Sidecars from the default revision in namespace default
   kubectl mesh enable-injection default
 

@@ -44,7 +44,9 @@ another revision or version, or a sidecar where none is wanted. Restarts work
 like kubectl rollout restart, run in parallel, are awaited, and every new pod
 is checked for istio-proxy and readiness. Bare pods are only reported unless
 --delete-bare-pods; paused Deployments are skipped.
-Without a NAMESPACE or -A, the current namespace (-n or the context's) is used.`,
+Without a NAMESPACE or -A, the current namespace (-n or the context's) is used.
+A namespace admin can run it in their namespace, as kubectl rollout restart:
+what their rights keep from being checked is noted on stderr.`,
 		Example: `  # Restart what needs it in namespace default, and prove the result
   kubectl mesh restart default
 

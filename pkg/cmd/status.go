@@ -37,7 +37,11 @@ func NewCmdStatus(root *options.Options) *cobra.Command {
 namespace: injection mode (sidecar, revision X, ambient, off, conflicting
 labels), workloads whose pods all have a sidecar, pods needing a restart,
 sidecar versions and skew, and the effective namespace-wide mTLS mode.
-Reads the cluster with a fixed number of LIST calls, however many namespaces.`,
+Reads the cluster with a fixed number of LIST calls, however many namespaces.
+A namespace admin can run it in their namespace: cluster-wide reads they may
+not make (injector webhooks, istiod Deployments, injector ConfigMaps,
+ztunnel) are skipped with a note on stderr naming the permission that would
+allow them, and injection is judged by Istio's standard webhook selectors.`,
 		Example: `  # The current namespace
   kubectl mesh status
 

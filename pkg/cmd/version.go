@@ -37,6 +37,10 @@ type VersionInfo struct {
 	ClientVersion ClientVersion               `json:"clientVersion"`
 	ServerVersion *apimachineryversion.Info   `json:"serverVersion,omitempty"`
 	MeshVersions  []controlplane.ControlPlane `json:"meshVersions,omitempty"`
+	// MeshUnchecked are the reads of the control plane the user was refused.
+	MeshUnchecked []controlplane.Unchecked `json:"meshUnchecked,omitempty"`
+	// injectorsUnknown: the injector webhooks could not be read.
+	injectorsUnknown bool
 }
 
 // NewCmdVersion returns the version command.
@@ -115,7 +119,8 @@ func (o *VersionOptions) fetchServer(cmd *cobra.Command, info *VersionInfo) erro
 	if err != nil {
 		return err
 	}
-	info.MeshVersions = inv.ControlPlanes
+	info.MeshVersions, info.MeshUnchecked, info.injectorsUnknown = inv.ControlPlanes, inv.Unchecked, inv.WebhooksUnknown
+	writeUnchecked(o.ErrOut, inv.Unchecked)
 	return nil
 }
 
@@ -142,6 +147,10 @@ func printVersion(w io.Writer, format string, info VersionInfo, clientOnly bool)
 		return nil
 	}
 	fmt.Fprintf(w, "Server Version: %s\n", info.ServerVersion.GitVersion)
+	if len(info.MeshVersions) == 0 && len(info.MeshUnchecked) > 0 {
+		fmt.Fprintln(w, "Istio: not readable with your permissions (see the notes)")
+		return nil
+	}
 	if len(info.MeshVersions) == 0 {
 		fmt.Fprintln(w, "Istio: not installed (no sidecar injector or istiod found)")
 		return nil
@@ -155,9 +164,12 @@ func printVersion(w io.Writer, format string, info VersionInfo, clientOnly bool)
 		if len(cp.Tags) > 0 {
 			extra = append(extra, "tags "+strings.Join(cp.Tags, ","))
 		}
-		if cp.Injector != "" {
+		switch {
+		case cp.Injector != "":
 			extra = append(extra, "injector "+cp.Injector)
-		} else {
+		case info.injectorsUnknown:
+			extra = append(extra, "injector not checked")
+		default:
 			extra = append(extra, "no injector")
 		}
 		fmt.Fprintf(w, "Istio Control Plane: %s (revision %s; %s)\n", v, cp.Revision, strings.Join(extra, "; "))

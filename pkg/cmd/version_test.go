@@ -3,6 +3,7 @@ package cmd
 import (
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -89,5 +90,27 @@ Istio Control Plane: 1.31.0 (revision default; injector istio-sidecar-injector)
 `, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	if got := f.Out.String(); got != want {
 		t.Errorf("stdout =\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestVersionNamespaceAdmin: refused reads of the control plane are notes,
+// not "not installed".
+func TestVersionNamespaceAdmin(t *testing.T) {
+	f := fake.New([]kruntime.Object{meshInjector("")}, nil)
+	namespaceAdmin(f, false)
+	cmd := NewCmdMesh(f.Options)
+	cmd.SetArgs([]string{"version"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf(`Client Version: dev (commit none, built unknown, %s, %s/%s)
+Server Version: v0.0.0-master+$Format:%%H$
+Istio: not readable with your permissions (see the notes)
+`, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	if got := f.Out.String(); got != want {
+		t.Errorf("stdout =\n%s\nwant\n%s", got, want)
+	}
+	if got := f.ErrOut.String(); !strings.HasPrefix(got, "note: could not check the sidecar injector webhooks") || strings.Count(got, "note: ") != 4 {
+		t.Errorf("stderr =\n%s", got)
 	}
 }
