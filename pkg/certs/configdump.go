@@ -79,7 +79,9 @@ func ParseConfigDump(data []byte) (*Bundle, error) {
 	if b.State == StateWarming {
 		return nil, fmt.Errorf("%w: %s", ErrEmptyConfigDump, warmingMessage)
 	}
-	b.Source = SourceEnvoy
+	// A live pod's report keeps its usual header: the state and the list of
+	// secrets are for saved dumps, where nothing else tells them.
+	b.Source, b.State, b.Secrets = SourceEnvoy, "", nil
 	return b, nil
 }
 

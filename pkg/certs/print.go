@@ -48,15 +48,15 @@ func Print(w io.Writer, format string, res Result) error {
 	case "pem":
 		for i, r := range res.Reports {
 			// Text between PEM blocks is ignored by openssl and Go alike.
+			b := r.Bundle()
+			if len(b.Chain) == 0 {
+				continue // pending: nothing to print
+			}
 			if len(res.Reports) > 1 {
 				if i > 0 {
 					fmt.Fprintln(w)
 				}
 				fmt.Fprintf(w, "# %s\n", r.Name())
-			}
-			b := r.Bundle()
-			if len(b.Chain) == 0 {
-				continue // pending: nothing to print
 			}
 			if _, err := w.Write(EncodePEM(append(b.Chain[:len(b.Chain):len(b.Chain)], b.Roots...))); err != nil {
 				return err
