@@ -145,6 +145,10 @@ func namespaceAdmin(f *fake.Options, canLabel bool) {
 			fmt.Errorf(`User "ann" cannot %s resource %q in API group %q at the cluster scope`, a.GetVerb(), res.Resource, res.Group))
 	}
 	f.Kube.PrependReactor("list", "*", refuse)
+	// Kubernetes' admin role covers no Istio resources.
+	f.Istio.PrependReactor("list", "*", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(a.GetResource().GroupResource(), "", fmt.Errorf("no"))
+	})
 	if !canLabel {
 		f.Kube.PrependReactor("patch", "namespaces", refuse)
 	}
@@ -175,8 +179,9 @@ note: could not check ztunnel (ambient namespaces are not checked for the node p
 		{name: "status", args: []string{"status", "-n", "shop"}, wantOut: `Control plane: not readable with your permissions (see the notes)
 
 NAMESPACE   INJECTION   WORKLOADS WITH SIDECAR   PODS NEEDING RESTART   SIDECAR VERSIONS   MTLS
-shop        sidecar     1/2                      1                      1.31.0             PERMISSIVE
-`, wantErrOut: notes},
+shop        sidecar     1/2                      1                      1.31.0             unknown
+`, wantErrOut: notes + `note: could not check PeerAuthentications (mTLS modes are shown as unknown); a ClusterRole and ClusterRoleBinding granting "list" on peerauthentications.security.istio.io would let it
+`},
 		{name: "restart plan", args: []string{"restart", "shop", "--dry-run"}, wantOut: `WORKLOAD              PODS   SIDECAR   REASON
 shop/deployment/web   1      0/1       1/1 pods have no sidecar
 `, wantErrOut: notes},

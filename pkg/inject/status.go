@@ -2,6 +2,7 @@ package inject
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -80,6 +81,9 @@ func BuildStatus(ctx context.Context, kube kubernetes.Interface, istio istioclie
 	}
 	rules := NewRules(inv)
 	rep := &Report{ControlPlanes: inv.ControlPlanes, InjectorFound: inv.HasInjector(), Unchecked: inv.Unchecked}
+	if errors.Is(paErr, errPeerAuthenticationsForbidden) {
+		rep.Unchecked = append(rep.Unchecked, uncheckedMTLS)
+	}
 
 	root := "istio-system"
 	for _, cp := range inv.ControlPlanes {
@@ -144,6 +148,14 @@ func BuildStatus(ctx context.Context, kube kubernetes.Interface, istio istioclie
 	return rep, nil
 }
 
+// errPeerAuthenticationsForbidden: the user may not list PeerAuthentications
+// where status needs them.
+var errPeerAuthenticationsForbidden = errors.New("forbidden to list peerauthentications")
+
+// uncheckedMTLS is the note for errPeerAuthenticationsForbidden.
+var uncheckedMTLS = controlplane.Unchecked{What: "PeerAuthentications", Instead: "mTLS modes are shown as unknown",
+	Permission: `"list" on peerauthentications.security.istio.io`}
+
 // listPeerAuthentications lists in the scope plus the mesh root namespace.
 // Missing CRDs or RBAC make mTLS unknown instead of failing the status.
 func listPeerAuthentications(ctx context.Context, istio istioclient.Interface, scope Scope) ([]*securityv1.PeerAuthentication, error) {
@@ -166,7 +178,7 @@ func listPeerAuthentications(ctx context.Context, istio istioclient.Interface, s
 		case apierrors.IsNotFound(err):
 			return nil, fmt.Errorf("PeerAuthentication CRD not installed")
 		case apierrors.IsForbidden(err):
-			return nil, fmt.Errorf("forbidden to list peerauthentications")
+			return nil, errPeerAuthenticationsForbidden
 		case err != nil:
 			return nil, fmt.Errorf("listing peerauthentications: %w", err)
 		}
