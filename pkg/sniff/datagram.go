@@ -78,7 +78,10 @@ func (a *Analyzer) datagram(p *tcpPacket, length int) {
 	switch {
 	case p.Proto == 17 && isDNSPort(p.SrcPort, p.DstPort):
 		if q, query, ok := parseDNS(p.Payload); ok {
-			d.clear, d.detail = "DNS", q
+			d.clear = "DNS"
+			if d.detail == "" || query {
+				d.detail = q
+			}
 			if query {
 				d.client = dir
 			} else if d.client < 0 {
@@ -90,7 +93,10 @@ func (a *Analyzer) datagram(p *tcpPacket, length int) {
 	case p.Proto == 17 && isDTLS(p.Payload):
 		d.cipher = "DTLS"
 	}
-	if d.clear == "" && (p.Proto == 17 || !isICMP(p.Proto)) && isText(p.Payload) {
+	switch {
+	case d.clear == "" && isICMP(p.Proto):
+		d.clear = "ICMP" // control messages, never encrypted
+	case d.clear == "" && isText(p.Payload):
 		d.clear = "text"
 	}
 	if a.cfg.OnEvent != nil && before == "" && d.clear+d.cipher != "" {
@@ -180,14 +186,14 @@ func (d *dgram) summary() FlowSummary {
 		Transport: transportName(d.proto), Packets: d.packets, Bytes: d.bytes, GrepHits: d.hits, ALPN: []string{},
 		Request: d.detail, seq: d.seq}
 	switch {
-	case d.clear != "":
-		fs.Protocol = d.clear
-	case d.cipher != "":
-		fs.Protocol = d.cipher
 	case d.proto == 1:
 		fs.Protocol = "ICMP"
 	case d.proto == 58:
 		fs.Protocol = "ICMPv6"
+	case d.clear != "":
+		fs.Protocol = d.clear
+	case d.cipher != "":
+		fs.Protocol = d.cipher
 	case d.payload == 0:
 		fs.Protocol = "-"
 	case d.proto == 17:

@@ -60,7 +60,7 @@ type flowRule struct {
 
 // flowRules, first match wins.
 var flowRules = []flowRule{
-	{"cleartext", "a cleartext protocol is recognised: HTTP/1.x, h2c, DNS, printable text", VerdictPlaintext, "",
+	{"cleartext", "a cleartext protocol is recognised: HTTP/1.x, h2c, DNS, ICMP, printable text", VerdictPlaintext, "",
 		func(e *flowEvidence) bool { return e.Cleartext != "" },
 		func(e *flowEvidence) string { return "cleartext " + e.Cleartext }},
 	{"grep-in-clear", "--grep matched outside TLS", VerdictPlaintext, "",
@@ -245,7 +245,7 @@ func PolicyText() string {
 	}
 	b.WriteString("\nThe capture, over application flows, first matching rule:\n")
 	for _, r := range captureRules {
-		row(&b, fmt.Sprintf("  %-14s %-18s ", r.Name, r.Verdict), r.When)
+		row(&b, fmt.Sprintf("  %-14s %-18s ", r.Name, string(r.Verdict)), r.When)
 	}
 	return b.String()
 }
