@@ -3,6 +3,7 @@ package traffic
 import (
 	"context"
 	"fmt"
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/mesh"
 	"sort"
 	"strings"
 
@@ -89,20 +90,11 @@ func (b *backend) podCounts(lbls map[string]string) (ready, total int) {
 			continue
 		}
 		total++
-		if podReady(&p) {
+		if mesh.PodReady(&p) {
 			ready++
 		}
 	}
 	return ready, total
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // subsetLabels returns the labels a new subset for version v selects.
