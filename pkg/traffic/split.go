@@ -41,8 +41,11 @@ type SplitConfig struct {
 	AllowEmpty bool
 	// CreateServices creates missing per-version Services (Gateway API).
 	CreateServices bool
-	API            API
-	DryRun         DryRun
+	// Force writes the route even in ambient mode when no waypoint is
+	// known to serve the Service (a warning note instead of an error).
+	Force  bool
+	API    API
+	DryRun DryRun
 	// BeforeWrite, when set, runs on every attempt after the objects were
 	// read and the change computed, before anything is written. Tests use
 	// it to make a concurrent edit land exactly in that window.
@@ -122,8 +125,16 @@ func Split(ctx context.Context, c Clients, cfg SplitConfig) (*SplitResult, error
 	if err != nil {
 		return nil, err
 	}
+	amb, err := checkAmbient(ctx, c, b)
+	if err != nil {
+		return nil, err
+	}
 	if !cfg.Undo && cfg.Weights == nil {
-		return show(ctx, c, cfg, b)
+		res, err := show(ctx, c, cfg, b)
+		if err == nil {
+			res.Notes = append(res.Notes, amb.showNotes()...)
+		}
+		return res, err
 	}
 	if !cfg.Undo {
 		if err := b.requireVersions(); err != nil {
@@ -131,6 +142,12 @@ func Split(ctx context.Context, c Clients, cfg SplitConfig) (*SplitResult, error
 		}
 	}
 	res := &SplitResult{}
+	if amb.refusal != nil && !cfg.Undo {
+		if !cfg.Force {
+			return nil, amb.refusal
+		}
+		amb.notes = append(amb.notes, amb.refusal.Warning())
+	}
 	w := writer{dyn: c.Dynamic, dryRun: cfg.DryRun}
 	retriable := func(err error) bool { return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) }
 	err = retry.OnError(retry.DefaultRetry, retriable, func() error {
@@ -162,6 +179,7 @@ func Split(ctx context.Context, c Clients, cfg SplitConfig) (*SplitResult, error
 	if err != nil {
 		return nil, err
 	}
+	res.Notes = append(amb.notes, res.Notes...)
 	return res, nil
 }
 
