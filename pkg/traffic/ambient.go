@@ -17,21 +17,17 @@ import (
 )
 
 // Labels and names of Istio's ambient mode that decide whether a route
-// takes effect. In ambient mode ztunnel carries traffic at L4 only; a
-// VirtualService or HTTPRoute for a Service is applied by the waypoint that
-// serves the Service, and without one Istio ignores it without a word.
+// takes effect (the rest are in pkg/mesh). In ambient mode ztunnel carries
+// traffic at L4 only; a VirtualService or HTTPRoute for a Service is
+// applied by the waypoint that serves the Service, and without one Istio
+// ignores it without a word.
 const (
-	LabelDataplaneMode        = "istio.io/dataplane-mode"
-	DataplaneAmbient          = "ambient"
-	DataplaneNone             = "none"
-	LabelUseWaypoint          = "istio.io/use-waypoint"
-	LabelUseWaypointNamespace = "istio.io/use-waypoint-namespace"
-	LabelWaypointFor          = "istio.io/waypoint-for"
-	// AnnotationRedirection is set by Istio's CNI on pods whose traffic
+	// LabelWaypointFor says which traffic a waypoint serves: service,
+	// workload, all or none.
+	LabelWaypointFor = "istio.io/waypoint-for"
+	// AnnotationRedirection is set by istio-cni on pods whose traffic
 	// ztunnel captures.
 	AnnotationRedirection = "ambient.istio.io/redirection"
-	// WaypointClass is the GatewayClass of Istio's waypoints.
-	WaypointClass = "istio-waypoint"
 	// hbonePort is the waypoint listener's port (protocol HBONE).
 	hbonePort = 15008
 )
@@ -88,13 +84,16 @@ func (st *ambientState) showNotes() []string {
 func checkAmbient(ctx context.Context, c Clients, b *backend) (*ambientState, error) {
 	st := &ambientState{}
 	ns, svc := b.svc.Namespace, b.svc.Name
-	noSidecar := len(b.pods) == 0
+	// Pods that would stay out of ztunnel even in an ambient namespace
+	// (sidecars, opt-outs) leave nothing to check.
+	enrolled := map[string]string{mesh.LabelDataplaneMode: mesh.DataplaneAmbient}
+	maybe := len(b.pods) == 0
 	for i := range b.pods {
-		if !mesh.HasSidecar(&b.pods[i]) {
-			noSidecar = true
+		if mesh.AmbientOf(&b.pods[i], enrolled).Mode == mesh.AmbientCaptured {
+			maybe = true
 		}
 	}
-	if !noSidecar {
+	if !maybe {
 		return st, nil
 	}
 	nsObj, err := c.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
@@ -128,21 +127,22 @@ func checkAmbient(ctx context.Context, c Clients, b *backend) (*ambientState, er
 // is not: a pod without a sidecar that ztunnel captures (pod label, CNI
 // annotation, or the namespace label without a pod opt-out).
 func ambientReason(nsObj *corev1.Namespace, b *backend) string {
-	nsAmbient := nsObj != nil && nsObj.Labels[LabelDataplaneMode] == DataplaneAmbient
-	if len(b.pods) == 0 && nsAmbient {
-		return fmt.Sprintf("namespace %s has %s=%s", nsObj.Name, LabelDataplaneMode, DataplaneAmbient)
+	var nsLabels map[string]string
+	if nsObj != nil {
+		nsLabels = nsObj.Labels
+	}
+	if len(b.pods) == 0 && mesh.NamespaceAmbient(nsLabels) {
+		return fmt.Sprintf("namespace %s has %s=%s", nsObj.Name, mesh.LabelDataplaneMode, mesh.DataplaneAmbient)
 	}
 	for i := range b.pods {
 		p := &b.pods[i]
-		if mesh.HasSidecar(p) || p.Labels[LabelDataplaneMode] == DataplaneNone {
-			continue
-		}
+		a := mesh.AmbientOf(p, nsLabels)
 		switch {
-		case p.Labels[LabelDataplaneMode] == DataplaneAmbient:
-			return fmt.Sprintf("pod %s has %s=%s", p.Name, LabelDataplaneMode, DataplaneAmbient)
-		case nsAmbient:
-			return fmt.Sprintf("namespace %s has %s=%s and pod %s has no sidecar", nsObj.Name, LabelDataplaneMode, DataplaneAmbient, p.Name)
-		case p.Annotations[AnnotationRedirection] == "enabled":
+		case a.Mode == mesh.AmbientCaptured && a.By == "pod":
+			return fmt.Sprintf("pod %s has %s=%s", p.Name, mesh.LabelDataplaneMode, mesh.DataplaneAmbient)
+		case a.Mode == mesh.AmbientCaptured:
+			return fmt.Sprintf("namespace %s has %s=%s and pod %s has no sidecar", nsObj.Name, mesh.LabelDataplaneMode, mesh.DataplaneAmbient, p.Name)
+		case a.Mode == mesh.NotAmbient && nsObj == nil && p.Annotations[AnnotationRedirection] == "enabled":
 			return fmt.Sprintf("pod %s has %s=enabled", p.Name, AnnotationRedirection)
 		}
 	}
@@ -160,32 +160,27 @@ func waypointFor(ctx context.Context, c Clients, b *backend, nsObj *corev1.Names
 	ns, svc := b.svc.Namespace, b.svc.Name
 	create := fmt.Sprintf("create one with: kubectl mesh enable-injection %s --ambient --waypoint (or: istioctl waypoint apply -n %s --enroll-namespace)", ns, ns)
 	owner, lbls := "service "+ns+"/"+svc, b.svc.Labels
-	name, ok := lbls[LabelUseWaypoint]
-	if ok && name == DataplaneNone {
-		return fmt.Sprintf("service %s/%s opts out of waypoints with %s=none", ns, svc, LabelUseWaypoint),
-			fmt.Sprintf("Remove the label (kubectl label service %s -n %s %s-) and %s", svc, ns, LabelUseWaypoint, create), nil, nil
+	if lbls[mesh.LabelUseWaypoint] == mesh.DataplaneNone {
+		return fmt.Sprintf("service %s/%s opts out of waypoints with %s=none", ns, svc, mesh.LabelUseWaypoint),
+			fmt.Sprintf("Remove the label (kubectl label service %s -n %s %s-) and %s", svc, ns, mesh.LabelUseWaypoint, create), nil, nil
 	}
+	wpNS, name, ok := mesh.WaypointOf(lbls, ns)
 	if !ok {
 		if nsObj == nil {
-			return fmt.Sprintf("service %s/%s has no %s label, and namespace %s could not be read (forbidden) to see whether it names one", ns, svc, LabelUseWaypoint, ns),
-				"ask a cluster admin for \"get\" on namespaces, or " + create, nil, nil
+			return fmt.Sprintf("service %s/%s has no %s label, and namespace %s could not be read (forbidden) to see whether it names one", ns, svc, mesh.LabelUseWaypoint, ns),
+				"Ask a cluster admin for \"get\" on namespaces, or " + create, nil, nil
 		}
 		owner, lbls = "namespace "+ns, nsObj.Labels
-		name, ok = lbls[LabelUseWaypoint]
-		if !ok {
-			return fmt.Sprintf("neither the service nor namespace %s has the label %s", ns, LabelUseWaypoint), strings.ToUpper(create[:1]) + create[1:], nil, nil
+		if lbls[mesh.LabelUseWaypoint] == mesh.DataplaneNone {
+			return fmt.Sprintf("namespace %s opts out of waypoints with %s=none", ns, mesh.LabelUseWaypoint),
+				fmt.Sprintf("Label the service for a waypoint (kubectl label service %s -n %s %s=NAME) or %s", svc, ns, mesh.LabelUseWaypoint, create), nil, nil
 		}
-		if name == DataplaneNone {
-			return fmt.Sprintf("namespace %s opts out of waypoints with %s=none", ns, LabelUseWaypoint),
-				fmt.Sprintf("Label the service for a waypoint (kubectl label service %s -n %s %s=NAME) or %s", svc, ns, LabelUseWaypoint, create), nil, nil
+		if wpNS, name, ok = mesh.WaypointOf(lbls, ns); !ok {
+			return fmt.Sprintf("neither the service nor namespace %s has the label %s", ns, mesh.LabelUseWaypoint), strings.ToUpper(create[:1]) + create[1:], nil, nil
 		}
-	}
-	wpNS := ns
-	if v := lbls[LabelUseWaypointNamespace]; v != "" {
-		wpNS = v
 	}
 	ref := wpNS + "/" + name
-	via := fmt.Sprintf("%s has %s=%s", owner, LabelUseWaypoint, name)
+	via := fmt.Sprintf("%s has %s=%s", owner, mesh.LabelUseWaypoint, name)
 	createNamed := fmt.Sprintf("Create it with: kubectl mesh enable-injection %s --ambient --waypoint %s (or: istioctl waypoint apply -n %s --name %s)", wpNS, name, wpNS, name)
 	gw, err := c.Dynamic.Resource(Gateways).Namespace(wpNS).Get(ctx, name, metav1.GetOptions{})
 	switch {
@@ -217,8 +212,8 @@ func waypointFor(ctx context.Context, c Clients, b *backend, nsObj *corev1.Names
 		return fmt.Sprintf("%s, and the HBONE listener of Gateway %s accepts only %s", via, ref, from),
 			fmt.Sprintf("Allow namespace %s in the listener's allowedRoutes, or use a waypoint in namespace %s", ns, ns), notes, nil
 	}
-	if class != WaypointClass {
-		notes = append(notes, fmt.Sprintf("waypoint %s has gatewayClassName %q, not %s; Istio uses it only if it runs a waypoint", ref, class, WaypointClass))
+	if class != mesh.WaypointClass {
+		notes = append(notes, fmt.Sprintf("waypoint %s has gatewayClassName %q, not %s; Istio uses it only if it runs a waypoint", ref, class, mesh.WaypointClass))
 	}
 	if addrs, _, _ := unstructured.NestedSlice(gw.Object, "status", "addresses"); len(addrs) == 0 {
 		notes = append(notes, fmt.Sprintf("waypoint %s has no address yet (status.addresses is empty): Istio routes through it once its Deployment has a ready pod (kubectl get gateway %s -n %s)", ref, name, wpNS))

@@ -13,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	clienttesting "k8s.io/client-go/testing"
+
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/mesh"
 )
 
 func namespace(name string, lbls map[string]string) *corev1.Namespace {
@@ -28,7 +30,7 @@ func waypoint(ns, name string, lbls map[string]string, from string, addressed bo
 	}
 	gw := newObject(Gateways, ns, name)
 	gw.SetLabels(lbls)
-	gw.Object["spec"] = map[string]interface{}{"gatewayClassName": WaypointClass, "listeners": []interface{}{l}}
+	gw.Object["spec"] = map[string]interface{}{"gatewayClassName": mesh.WaypointClass, "listeners": []interface{}{l}}
 	if addressed {
 		gw.Object["status"] = map[string]interface{}{"addresses": []interface{}{map[string]interface{}{"type": "IPAddress", "value": "10.96.0.50"}}}
 	}
@@ -68,8 +70,8 @@ func forbidden(gr schema.GroupResource) clienttesting.ReactionFunc {
 }
 
 func TestSplitAmbient(t *testing.T) {
-	amb := map[string]string{LabelDataplaneMode: DataplaneAmbient}
-	ambWP := map[string]string{LabelDataplaneMode: DataplaneAmbient, LabelUseWaypoint: "waypoint"}
+	amb := map[string]string{mesh.LabelDataplaneMode: mesh.DataplaneAmbient}
+	ambWP := map[string]string{mesh.LabelDataplaneMode: mesh.DataplaneAmbient, mesh.LabelUseWaypoint: "waypoint"}
 	createCmd := "create one with: kubectl mesh enable-injection shop --ambient --waypoint (or: istioctl waypoint apply -n shop --enroll-namespace)"
 	refusal := func(ambient, reason, fix string) string {
 		return "service shop/backend is in ambient mode (" + ambient + "), where only a waypoint applies L7 routes, and no waypoint serves it: " + reason +
@@ -125,7 +127,7 @@ func TestSplitAmbient(t *testing.T) {
 		},
 		{
 			name: "waypoint for workloads only",
-			kube: ambientBackend(amb, map[string]string{LabelUseWaypoint: "wp"}),
+			kube: ambientBackend(amb, map[string]string{mesh.LabelUseWaypoint: "wp"}),
 			dyn:  []runtime.Object{waypoint("shop", "wp", map[string]string{LabelWaypointFor: "workload"}, "", true)},
 			err: refusal(nsAmbient, "service shop/backend has istio.io/use-waypoint=wp, and Gateway shop/wp sets istio.io/waypoint-for=workload, so it serves no traffic addressed to services",
 				"Label it for services: kubectl label gateway wp -n shop istio.io/waypoint-for=service --overwrite"),
@@ -133,27 +135,27 @@ func TestSplitAmbient(t *testing.T) {
 		{
 			name: "gateway class sets waypoint-for none",
 			kube: ambientBackend(ambWP, nil),
-			dyn:  []runtime.Object{waypoint("shop", "waypoint", nil, "", true), gatewayClass(WaypointClass, map[string]string{LabelWaypointFor: "none"})},
+			dyn:  []runtime.Object{waypoint("shop", "waypoint", nil, "", true), gatewayClass(mesh.WaypointClass, map[string]string{LabelWaypointFor: "none"})},
 			err: refusal(nsAmbient, "namespace shop has istio.io/use-waypoint=waypoint, and GatewayClass istio-waypoint sets istio.io/waypoint-for=none, so it serves no traffic addressed to services",
 				"Label it for services: kubectl label gateway waypoint -n shop istio.io/waypoint-for=service --overwrite"),
 		},
 		{
 			name: "service opts out of the namespace waypoint",
-			kube: ambientBackend(ambWP, map[string]string{LabelUseWaypoint: "none"}),
+			kube: ambientBackend(ambWP, map[string]string{mesh.LabelUseWaypoint: "none"}),
 			dyn:  []runtime.Object{waypoint("shop", "waypoint", nil, "", true)},
 			err: refusal(nsAmbient, "service shop/backend opts out of waypoints with istio.io/use-waypoint=none",
 				"Remove the label (kubectl label service backend -n shop istio.io/use-waypoint-) and "+createCmd),
 		},
 		{
 			name: "waypoint in another namespace accepts only its own",
-			kube: ambientBackend(map[string]string{LabelDataplaneMode: DataplaneAmbient, LabelUseWaypoint: "shared", LabelUseWaypointNamespace: "mesh"}, nil),
+			kube: ambientBackend(map[string]string{mesh.LabelDataplaneMode: mesh.DataplaneAmbient, mesh.LabelUseWaypoint: "shared", mesh.LabelUseWaypointNamespace: "mesh"}, nil),
 			dyn:  []runtime.Object{waypoint("mesh", "shared", nil, "", true)},
 			err: refusal(nsAmbient, "namespace shop has istio.io/use-waypoint=shared, and the HBONE listener of Gateway mesh/shared accepts only routes from its own namespace mesh (allowedRoutes from Same)",
 				"Allow namespace shop in the listener's allowedRoutes, or use a waypoint in namespace shop"),
 		},
 		{
 			name:    "waypoint in another namespace accepting all",
-			kube:    ambientBackend(map[string]string{LabelDataplaneMode: DataplaneAmbient, LabelUseWaypoint: "shared", LabelUseWaypointNamespace: "mesh"}, nil),
+			kube:    ambientBackend(map[string]string{mesh.LabelDataplaneMode: mesh.DataplaneAmbient, mesh.LabelUseWaypoint: "shared", mesh.LabelUseWaypointNamespace: "mesh"}, nil),
 			dyn:     []runtime.Object{waypoint("mesh", "shared", nil, "All", true)},
 			written: []string{"destinationrule.networking.istio.io/backend created", "virtualservice.networking.istio.io/backend created"},
 		},
@@ -161,6 +163,34 @@ func TestSplitAmbient(t *testing.T) {
 			name:    "every pod has a sidecar",
 			kube:    withSidecars(ambientBackend(amb, nil)),
 			written: []string{"destinationrule.networking.istio.io/backend created", "virtualservice.networking.istio.io/backend created"},
+		},
+		{
+			name: "every pod opts out",
+			kube: func() []runtime.Object {
+				objs := ambientBackend(amb, nil)
+				for _, o := range objs {
+					if p, ok := o.(*corev1.Pod); ok {
+						p.Labels[mesh.LabelDataplaneMode] = "none"
+					}
+				}
+				return objs
+			}(),
+			written: []string{"destinationrule.networking.istio.io/backend created", "virtualservice.networking.istio.io/backend created"},
+		},
+		{
+			name: "namespace may not be read, pod enrolled by its label",
+			kube: ambientBackend(nil, nil),
+			setup: func(f fakes) {
+				f.kube.PrependReactor("get", "namespaces", forbidden(corev1.Resource("namespaces")))
+				p, _ := f.kube.CoreV1().Pods("shop").Get(context.Background(), "backend-v2-a", metav1.GetOptions{})
+				p.Labels[mesh.LabelDataplaneMode] = mesh.DataplaneAmbient
+				if _, err := f.kube.CoreV1().Pods("shop").Update(context.Background(), p, metav1.UpdateOptions{}); err != nil {
+					panic(err)
+				}
+			},
+			err: refusal("pod backend-v2-a has istio.io/dataplane-mode=ambient",
+				"service shop/backend has no istio.io/use-waypoint label, and namespace shop could not be read (forbidden) to see whether it names one",
+				`Ask a cluster admin for "get" on namespaces, or `+createCmd),
 		},
 		{
 			name:  "gateway may not be read",
@@ -239,7 +269,7 @@ func TestSplitAmbient(t *testing.T) {
 }
 
 func TestSplitAmbientShowNotes(t *testing.T) {
-	f := newFakes(ambientBackend(map[string]string{LabelDataplaneMode: DataplaneAmbient}, nil))
+	f := newFakes(ambientBackend(map[string]string{mesh.LabelDataplaneMode: mesh.DataplaneAmbient}, nil))
 	res, err := Split(context.Background(), f.Clients, SplitConfig{Namespace: "shop", Service: "backend"})
 	if err != nil {
 		t.Fatal(err)
