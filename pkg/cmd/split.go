@@ -65,7 +65,18 @@ when its destinations were edited since. Objects the change created (the
 VirtualService or HTTPRoute, the DestinationRule, per-version Services)
 are deleted again unless they were changed since or something still uses
 them; subsets added to an existing DestinationRule stay. Without weights,
-the current split is shown.`
+the current split is shown.
+
+In Istio's ambient mode (namespace or pod labelled
+istio.io/dataplane-mode=ambient, pods without a sidecar) only a waypoint
+applies routes; without one Istio ignores them silently. There split
+finds the waypoint as istiod does (istio.io/use-waypoint on the Service,
+else on its namespace, a Gateway of that name serving service traffic
+whose HBONE listener accepts the namespace) and refuses, writing nothing,
+when none serves the Service or the Gateway may not be read; the error
+names the waypoint and the command that creates it (kubectl mesh
+enable-injection NAMESPACE --ambient --waypoint). --force writes the route
+anyway, with a warning.`
 
 const splitExample = `  # Show the current split of service backend
   kubectl mesh split backend
@@ -85,7 +96,10 @@ const splitExample = `  # Show the current split of service backend
   kubectl mesh split backend --undo
 
   # Gateway API: HTTPRoute with the Service as parent, per-version Services
-  kubectl mesh split backend 90/10 --api gateway --create-services`
+  kubectl mesh split backend 90/10 --api gateway --create-services
+
+  # Ambient namespace before its waypoint is ready: write the route anyway
+  kubectl mesh split backend 90/10 --force`
 
 // SplitOptions is `kubectl mesh split`.
 type SplitOptions struct {
@@ -100,6 +114,7 @@ type SplitOptions struct {
 	CreateServices bool
 	DryRun         string
 	RootNamespace  string
+	Force          bool
 
 	Namespace   string
 	Service     string
@@ -162,6 +177,7 @@ func NewCmdSplit(root *options.Options) *cobra.Command {
 	f.BoolVar(&o.Undo, "undo", o.Undo, "Restore the weights from before the last change")
 	f.StringVar(&o.API, "api", o.API, "Routing API to write: istio (VirtualService and DestinationRule) or gateway (Gateway API HTTPRoute)")
 	f.BoolVar(&o.CreateServices, "create-services", o.CreateServices, "With --api gateway, create missing per-version Services")
+	f.BoolVar(&o.Force, "force", o.Force, "In ambient mode, write the route even when no waypoint is known to serve the Service (Istio ignores it until one does)")
 	f.StringVar(&o.RootNamespace, "root-namespace", o.RootNamespace, "Istio's root namespace (meshConfig.rootNamespace), whose DestinationRules apply mesh-wide")
 	f.StringVar(&o.DryRun, "dry-run", o.DryRun, `Must be "none", "server", or "client". If client strategy, only print the objects that would be sent; if server strategy, send them for validation without persisting them`)
 	o.PrintFlags.AddFlags(cmd)
@@ -330,6 +346,7 @@ func (o *SplitOptions) Run(ctx context.Context) error {
 		Route:          o.Route,
 		AllowEmpty:     o.AllowEmpty,
 		CreateServices: o.CreateServices,
+		Force:          o.Force,
 		API:            traffic.API(o.API),
 		DryRun:         traffic.DryRun(o.DryRun),
 		RootNamespace:  o.RootNamespace,

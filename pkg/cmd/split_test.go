@@ -335,3 +335,62 @@ func TestSplitCommandKeepsOtherHosts(t *testing.T) {
 		})
 	}
 }
+
+func TestSplitCommandAmbient(t *testing.T) {
+	const noWaypoint = "neither the service nor namespace shop has the label istio.io/use-waypoint"
+	const create = "Create one with: kubectl mesh enable-injection shop --ambient --waypoint (or: istioctl waypoint apply -n shop --enroll-namespace)"
+	tests := []struct {
+		name       string
+		args       []string
+		stdout     string
+		stderr     string
+		err        string
+		wantWrites bool
+	}{
+		{
+			name: "refused without a waypoint",
+			args: []string{"split", "backend", "50/50"},
+			err: "service shop/backend is in ambient mode (namespace shop has istio.io/dataplane-mode=ambient and pod b1 has no sidecar), where only a waypoint applies L7 routes, and no waypoint serves it: " +
+				noWaypoint + "; Istio would ignore this split. " + create + ", then split again; or pass --force to write the route anyway",
+		},
+		{
+			name:   "forced",
+			args:   []string{"split", "backend", "50/50", "--force"},
+			stdout: "ROUTE     SUBSET   WEIGHT   READY PODS\nhttp[0]   v1       50       1/1\nhttp[0]   v2       50       1/2\n",
+			stderr: "destinationrule.networking.istio.io/backend created\nvirtualservice.networking.istio.io/backend created\n" +
+				"warning: service shop/backend is in ambient mode and no waypoint serves it (" + noWaypoint + "): Istio ignores this route until one does. " + create + "\n",
+			wantWrites: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"istio.io/dataplane-mode": "ambient"}}}
+			f, dyn := trafficFake(append(backendObjects(), ns), false)
+			cmd := NewCmdMesh(f.Options)
+			cmd.SetArgs(tt.args)
+			err := cmd.ExecuteContext(context.Background())
+			if tt.err != "" {
+				if err == nil || err.Error() != tt.err {
+					t.Fatalf("error:\n got: %v\nwant: %s", err, tt.err)
+				}
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if got := f.Out.String(); got != tt.stdout {
+				t.Errorf("stdout:\n%s\nwant:\n%s", got, tt.stdout)
+			}
+			if got := f.ErrOut.String(); got != tt.stderr {
+				t.Errorf("stderr:\n%s\nwant:\n%s", got, tt.stderr)
+			}
+			writes := 0
+			for _, a := range dyn.Actions() {
+				if v := a.GetVerb(); v == "create" || v == "update" || v == "delete" {
+					writes++
+				}
+			}
+			if (writes > 0) != tt.wantWrites {
+				t.Errorf("%d writes, want writes: %v", writes, tt.wantWrites)
+			}
+		})
+	}
+}
