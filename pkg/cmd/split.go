@@ -76,7 +76,7 @@ whose HBONE listener accepts the namespace) and refuses, writing nothing,
 when none serves the Service or the Gateway may not be read; the error
 names the waypoint and the command that creates it (kubectl mesh
 enable-injection NAMESPACE --ambient --waypoint). --force writes the route
-anyway, with a warning.`
+anyway, with a warning; --undo is never refused.`
 
 const splitExample = `  # Show the current split of service backend
   kubectl mesh split backend
