@@ -14,6 +14,7 @@ import (
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/controlplane"
@@ -24,6 +25,10 @@ type Report struct {
 	ControlPlanes []controlplane.ControlPlane `json:"controlPlanes"`
 	InjectorFound bool                        `json:"injectorFound"`
 	Namespaces    []NamespaceStatus           `json:"namespaces"`
+	// Ambient are the namespaces labelled ambient or with a waypoint, or
+	// holding pods labelled ambient; AmbientPods are their pods.
+	Ambient     []AmbientNamespace `json:"ambient,omitempty"`
+	AmbientPods []AmbientPod       `json:"ambientPods,omitempty"`
 	// Unchecked are the cluster-wide reads the user was refused.
 	Unchecked []controlplane.Unchecked `json:"unchecked,omitempty"`
 }
@@ -55,10 +60,17 @@ type NamespaceStatus struct {
 	WorkloadPolicies int `json:"workloadPolicies,omitempty"`
 }
 
-// BuildStatus reads everything status needs with a fixed number of LIST
-// calls (control plane, namespaces, pods, three workload kinds and
-// PeerAuthentications), whatever the number of namespaces.
+// BuildStatus is BuildStatusWithGateways with waypoint Gateways unchecked.
 func BuildStatus(ctx context.Context, kube kubernetes.Interface, istio istioclient.Interface, scope Scope) (*Report, error) {
+	return BuildStatusWithGateways(ctx, kube, istio, nil, scope)
+}
+
+// BuildStatusWithGateways reads everything status needs with a fixed
+// number of LIST calls (control plane, namespaces, pods, three workload
+// kinds and PeerAuthentications), whatever the number of namespaces. When
+// a namespace in scope is ambient it also lists Services and ztunnel pods,
+// and Gateways through gateways when a label names a waypoint.
+func BuildStatusWithGateways(ctx context.Context, kube kubernetes.Interface, istio istioclient.Interface, gateways dynamic.Interface, scope Scope) (*Report, error) {
 	var (
 		wg      sync.WaitGroup
 		inv     controlplane.Inventory
@@ -144,6 +156,9 @@ func BuildStatus(ctx context.Context, kube kubernetes.Interface, istio istioclie
 	}
 	for i := range rep.Namespaces {
 		rep.Namespaces[i].SidecarVersions = slices.Sorted(maps.Keys(versions[i]))
+	}
+	if err := buildAmbient(ctx, kube, gateways, scope, snap, rep); err != nil {
+		return nil, err
 	}
 	return rep, nil
 }
