@@ -27,9 +27,7 @@ func NewPodContext(ctx context.Context, kube kubernetes.Interface, pods []*corev
 	pc := &PodContext{Sidecar: len(pods) > 0}
 	ports := map[uint16]bool{}
 	for _, pod := range pods {
-		for _, ip := range podAddrs(pod) {
-			pc.IPs = append(pc.IPs, ip)
-		}
+		pc.IPs = append(pc.IPs, podAddrs(pod)...)
 		if a, err := netip.ParseAddr(pod.Status.HostIP); err == nil {
 			pc.NodeIP = a
 		}

@@ -145,14 +145,6 @@ func policyReport(t *testing.T, cfg Config, frames ...[]frame) *Report {
 	return rep
 }
 
-func rulesOf(fs []FlowSummary) []string {
-	var out []string
-	for _, f := range fs {
-		out = append(out, f.Rule)
-	}
-	return out
-}
-
 // TestFlowRules drives every row of flowRules with a capture that should
 // land on it, and fails when a row has no case.
 func TestFlowRules(t *testing.T) {

@@ -93,7 +93,7 @@ func ensureKubeDNS(ctx context.Context, d *daemon) (netip.Addr, error) {
 	}
 	ip, err := netip.ParseAddr(svc.Spec.ClusterIP)
 	if err != nil || !ip.Is4() {
-		return netip.Addr{}, fmt.Errorf("Service %s/%s has ClusterIP %q; podnet needs an IPv4 address there", DNSNamespace, DNSService, svc.Spec.ClusterIP)
+		return netip.Addr{}, fmt.Errorf("service %s/%s has ClusterIP %q; podnet needs an IPv4 address there", DNSNamespace, DNSService, svc.Spec.ClusterIP)
 	}
 	return ip, nil
 }
