@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
@@ -23,8 +24,9 @@ type StatusOptions struct {
 	Output        string
 	Namespaces    []string
 
-	kube  kubernetes.Interface
-	istio istioclient.Interface
+	kube    kubernetes.Interface
+	istio   istioclient.Interface
+	dynamic dynamic.Interface
 }
 
 // NewCmdStatus returns the status command.
@@ -37,11 +39,21 @@ func NewCmdStatus(root *options.Options) *cobra.Command {
 namespace: injection mode (sidecar, revision X, ambient, off, conflicting
 labels), workloads whose pods all have a sidecar, pods needing a restart,
 sidecar versions and skew, and the effective namespace-wide mTLS mode.
+
+Namespaces in ambient mode (labelled istio.io/dataplane-mode=ambient, or
+with pods so labelled, or naming a waypoint with istio.io/use-waypoint) get
+a second table: how many pods ztunnel captures, pods opted out with
+istio.io/dataplane-mode=none, pods with a sidecar (Istio does not redirect
+those to ztunnel: the sidecar takes precedence), the waypoint the namespace
+uses and whether that Gateway exists, Services that name their own
+waypoint, and ambient pods on a node with no ready ztunnel pod (app=ztunnel).
+-o wide adds a row per pod of those namespaces; -o json has them all.
 Reads the cluster with a fixed number of LIST calls, however many namespaces.
 A namespace admin can run it in their namespace: cluster-wide reads they may
 not make (injector webhooks, istiod Deployments, injector ConfigMaps,
-ztunnel) are skipped with a note on stderr naming the permission that would
-allow them, and injection is judged by Istio's standard webhook selectors.`,
+ztunnel DaemonSets and pods, waypoint Gateways) are skipped with a note on
+stderr naming the permission that would allow them, and injection is judged
+by Istio's standard webhook selectors.`,
 		Example: `  # The current namespace
   kubectl mesh status
 
@@ -76,7 +88,10 @@ func (o *StatusOptions) Complete() error {
 	if o.kube, err = bulkKubeClient(o.Options); err != nil {
 		return err
 	}
-	o.istio, err = o.IstioClient()
+	if o.istio, err = o.IstioClient(); err != nil {
+		return err
+	}
+	o.dynamic, err = o.DynamicClient()
 	return err
 }
 
@@ -91,7 +106,7 @@ func (o *StatusOptions) Validate() error {
 
 // Run builds and prints the report.
 func (o *StatusOptions) Run(ctx context.Context) error {
-	rep, err := inject.BuildStatus(ctx, o.kube, o.istio, inject.Scope{AllNamespaces: o.AllNamespaces, Namespaces: o.Namespaces})
+	rep, err := inject.BuildStatusWithGateways(ctx, o.kube, o.istio, o.dynamic, inject.Scope{AllNamespaces: o.AllNamespaces, Namespaces: o.Namespaces})
 	if err != nil {
 		return err
 	}
@@ -112,7 +127,10 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 		_, err = o.Out.Write(b)
 		return err
 	}
-	return inject.WriteStatus(o.Out, rep, o.Output == "wide")
+	if err := inject.WriteStatus(o.Out, rep, o.Output == "wide"); err != nil {
+		return err
+	}
+	return inject.WriteAmbient(o.Out, rep, o.Output == "wide")
 }
 
 // writeUnchecked notes, on stderr, what the user's permissions kept from

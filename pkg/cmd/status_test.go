@@ -1,21 +1,30 @@
 package cmd
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery/cached/memory"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	k8stesting "k8s.io/client-go/testing"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	typev1beta1 "istio.io/api/type/v1beta1"
 
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/options"
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/options/fake"
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/traffic"
 )
 
 func TestStatus(t *testing.T) {
@@ -59,6 +68,9 @@ cart           sidecar                1/1                      0                
 istio-system   off                    0/0                      0                      -                  STRICT
 plain          off                    0/1                      0                      -                  PERMISSIVE
 shop           sidecar                1/2                      1                      1.31.0             STRICT
+
+AMBIENT   ENROLLED    PODS IN AMBIENT   OPTED OUT   SIDECAR   WAYPOINT   SERVICE WAYPOINTS   PROBLEMS
+amb       namespace   0/0               0           0         -          0                   -
 `},
 		{name: "one namespace, wide", args: []string{"status", "-n", "shop", "-o", "wide"}, wantOut: `REVISION   TAGS   VERSION   INJECTOR                        ISTIOD
 canary     -      -         istio-sidecar-injector-canary   -
@@ -220,5 +232,150 @@ shop/deployment/web   1      0/1       1/1 pods have no sidecar
 	}
 	if got := nsLabels(t, f, "cart"); got != "" {
 		t.Errorf("cart labels = %q, want none", got)
+	}
+}
+
+// ambientFake is an ambient namespace amb whose label names the waypoint
+// "waypoint" (a Gateway only when withWaypoint), with a ztunnel DaemonSet
+// whose pod runs on node1 only: web on node1 is captured, web2 on node2
+// has no ztunnel, legacy has a sidecar, opt is labelled
+// istio.io/dataplane-mode=none; Service api names its own waypoint, which
+// exists.
+func ambientFake(withWaypoint bool) *fake.Options {
+	onNode := func(objs []runtime.Object, node string) []runtime.Object {
+		objs[1].(*corev1.Pod).Spec.NodeName = node
+		return objs
+	}
+	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "ztunnel"},
+		Spec:   appsv1.DaemonSetSpec{Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "ztunnel"}}}},
+		Status: appsv1.DaemonSetStatus{DesiredNumberScheduled: 2, NumberReady: 1}}
+	zt := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "ztunnel-7xk2p", Labels: map[string]string{"app": "ztunnel"}},
+		Spec:   corev1.PodSpec{NodeName: "node1"},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
+	opt := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "amb", Name: "opt", Labels: map[string]string{"istio.io/dataplane-mode": "none"}},
+		Spec: corev1.PodSpec{NodeName: "node1", Containers: []corev1.Container{{Name: "app", Image: "app:1"}}}, Status: corev1.PodStatus{Phase: corev1.PodRunning}}
+	api := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "amb", Name: "api", Labels: map[string]string{"istio.io/use-waypoint": "api-waypoint"}}}
+	kube := []runtime.Object{meshInjector(""), testNamespace("amb", "istio.io/dataplane-mode=ambient", "istio.io/use-waypoint=waypoint"),
+		testNamespace("istio-system"), ds, zt, opt, api}
+	kube = append(kube, onNode(testWorkload("amb", "web", false), "node1")...)
+	kube = append(kube, onNode(testWorkload("amb", "web2", false), "node2")...)
+	kube = append(kube, onNode(testWorkload("amb", "legacy", true), "node1")...)
+	f := fake.New(kube, nil)
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{traffic.Gateways: "GatewayList"})
+	gws := []string{"api-waypoint"}
+	if withWaypoint {
+		gws = append(gws, "waypoint")
+	}
+	for _, name := range gws {
+		gw := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+			"metadata": map[string]any{"namespace": "amb", "name": name}, "spec": map[string]any{"gatewayClassName": "istio-waypoint"}}}
+		if err := dyn.Tracker().Create(traffic.Gateways, gw, "amb"); err != nil {
+			panic(err)
+		}
+	}
+	f.Dynamic = dyn
+	f.SetClients(options.Clients{Kube: f.Kube, Istio: f.Istio, Dynamic: dyn, Discovery: memory.NewMemCacheClient(f.Kube.Discovery())})
+	return f
+}
+
+// TestStatusAmbient: the ambient table, its pods in wide and JSON, a
+// waypoint that is missing and then exists, and a namespace admin told
+// what their rights leave unchecked.
+func TestStatusAmbient(t *testing.T) {
+	tests := []struct {
+		name                string
+		args                []string
+		withWaypoint, admin bool
+		wantOut, wantErrOut string
+	}{
+		{name: "waypoint missing", args: []string{"status", "-n", "amb"}, wantOut: `REVISION   TAGS   VERSION   INJECTOR                 ISTIOD
+default    -      -         istio-sidecar-injector   -
+
+NAMESPACE   INJECTION   WORKLOADS WITH SIDECAR   PODS NEEDING RESTART   SIDECAR VERSIONS   MTLS
+amb         ambient     1/4                      1                      1.31.0             PERMISSIVE
+
+AMBIENT   ENROLLED    PODS IN AMBIENT   OPTED OUT   SIDECAR   WAYPOINT             SERVICE WAYPOINTS   PROBLEMS
+amb       namespace   2/4               1           1         waypoint (missing)   1                   no ztunnel on node node2 (1 pod not captured); waypoint amb/waypoint missing; 1 pod with a sidecar (the sidecar takes precedence over ambient)
+`},
+		{name: "waypoint exists, wide", args: []string{"status", "-n", "amb", "-o", "wide"}, withWaypoint: true, wantOut: `REVISION   TAGS   VERSION   INJECTOR                 ISTIOD
+default    -      -         istio-sidecar-injector   -
+
+NAMESPACE   INJECTION   WORKLOADS WITH SIDECAR   PODS NEEDING RESTART   SIDECAR VERSIONS   MTLS                   NEEDS RESTART       CONFLICTS   WORKLOAD POLICIES
+amb         ambient     1/4                      1                      1.31.0             PERMISSIVE (default)   deployment/legacy   -           0
+
+AMBIENT   ENROLLED    PODS IN AMBIENT   OPTED OUT   SIDECAR   WAYPOINT   SERVICE WAYPOINTS   PROBLEMS
+amb       namespace   2/4               1           1         waypoint   1                   no ztunnel on node node2 (1 pod not captured); 1 pod with a sidecar (the sidecar takes precedence over ambient)
+
+POD                   NODE    DATAPLANE                   ZTUNNEL                      PROBLEM
+amb/legacy-5d9c7-x1   node1   sidecar, not ztunnel        -                            the sidecar takes precedence: Istio does not redirect a pod with a sidecar to ztunnel
+amb/opt               node1   opted out (pod label)       -                            -
+amb/web-5d9c7-x1      node1   ambient (namespace label)   istio-system/ztunnel-7xk2p   -
+amb/web2-5d9c7-x1     node2   ambient (namespace label)   -                            no ready ztunnel on node node2
+`},
+		{name: "namespace admin", args: []string{"status", "-n", "amb"}, withWaypoint: true, admin: true, wantOut: `Control plane: not readable with your permissions (see the notes)
+
+NAMESPACE   INJECTION   WORKLOADS WITH SIDECAR   PODS NEEDING RESTART   SIDECAR VERSIONS   MTLS
+amb         ambient     1/4                      1                      1.31.0             unknown
+
+AMBIENT   ENROLLED    PODS IN AMBIENT   OPTED OUT   SIDECAR   WAYPOINT               SERVICE WAYPOINTS   PROBLEMS
+amb       namespace   2/4               1           1         waypoint (unchecked)   1                   1 pod with a sidecar (the sidecar takes precedence over ambient)
+`, wantErrOut: `note: could not check the sidecar injector webhooks (injection is judged by the selectors of Istio's standard injector webhooks); a ClusterRole and ClusterRoleBinding granting "list" on mutatingwebhookconfigurations.admissionregistration.k8s.io would let it
+note: could not check the istiod Deployments (istiod's version is read from the injector ConfigMap only); a ClusterRole and ClusterRoleBinding granting "list" on deployments.apps would let it
+note: could not check the injector ConfigMaps (the chart's default injection policy is assumed and the injected proxy version is not known); a ClusterRole and ClusterRoleBinding granting "list" on configmaps would let it
+note: could not check ztunnel (ambient namespaces are not checked for the node proxy that captures their traffic); a ClusterRole and ClusterRoleBinding granting "list" on daemonsets.apps would let it
+note: could not check PeerAuthentications (mTLS modes are shown as unknown); a ClusterRole and ClusterRoleBinding granting "list" on peerauthentications.security.istio.io would let it
+note: could not check the waypoint Gateways (waypoints named by istio.io/use-waypoint are shown as unchecked); a ClusterRole and ClusterRoleBinding granting "list" on gateways.gateway.networking.k8s.io would let it
+note: could not check the ztunnel pods (whether a ready ztunnel runs on each ambient pod's node is not known); a ClusterRole and ClusterRoleBinding granting "list" on pods would let it
+`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := ambientFake(tt.withWaypoint)
+			if tt.admin {
+				namespaceAdmin(f, false)
+				f.Dynamic.PrependReactor("list", "gateways", func(a k8stesting.Action) (bool, runtime.Object, error) {
+					return true, nil, apierrors.NewForbidden(a.GetResource().GroupResource(), "", fmt.Errorf("no"))
+				})
+			}
+			cmd := NewCmdMesh(f.Options)
+			cmd.SetArgs(tt.args)
+			if err := cmd.Execute(); err != nil {
+				t.Fatalf("error: %v\nstderr:\n%s", err, f.ErrOut)
+			}
+			if got := f.Out.String(); got != tt.wantOut {
+				t.Errorf("stdout =\n%s\nwant\n%s", got, tt.wantOut)
+			}
+			if got := f.ErrOut.String(); got != tt.wantErrOut {
+				t.Errorf("stderr =\n%s\nwant\n%s", got, tt.wantErrOut)
+			}
+		})
+	}
+
+	// JSON has each pod's dataplane, its ztunnel and its problem.
+	f := ambientFake(false)
+	cmd := NewCmdMesh(f.Options)
+	cmd.SetArgs([]string{"status", "-n", "amb", "-o", "json"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Ambient     json.RawMessage `json:"ambient"`
+		AmbientPods json.RawMessage `json:"ambientPods"`
+	}
+	if err := json.Unmarshal(f.Out.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	for _, raw := range []json.RawMessage{rep.Ambient, rep.AmbientPods} {
+		if err := json.Compact(&got, raw); err != nil {
+			t.Fatal(err)
+		}
+		got.WriteString("\n")
+	}
+	const wantJSON = `[{"name":"amb","enrolled":true,"waypoint":{"namespace":"amb","name":"waypoint","state":"missing"},"serviceWaypoints":[{"service":"api","waypoint":{"namespace":"amb","name":"api-waypoint","state":"ok"}}],"pods":4,"podsAmbient":2,"podsOptedOut":1,"podsSidecar":1,"podsNoZtunnel":1,"podsHostNetwork":0,"problems":["no ztunnel on node node2 (1 pod not captured)","waypoint amb/waypoint missing","1 pod with a sidecar (the sidecar takes precedence over ambient)"]}]
+[{"namespace":"amb","name":"legacy-5d9c7-x1","node":"node1","dataplane":"sidecar","enrolledBy":"namespace","problem":"the sidecar takes precedence: Istio does not redirect a pod with a sidecar to ztunnel"},{"namespace":"amb","name":"opt","node":"node1","dataplane":"opted-out","enrolledBy":"namespace"},{"namespace":"amb","name":"web-5d9c7-x1","node":"node1","dataplane":"ambient","enrolledBy":"namespace","ztunnel":"istio-system/ztunnel-7xk2p"},{"namespace":"amb","name":"web2-5d9c7-x1","node":"node2","dataplane":"ambient","enrolledBy":"namespace","problem":"no ready ztunnel on node node2"}]
+`
+	if got.String() != wantJSON {
+		t.Errorf("json =\n%s\nwant\n%s", got.String(), wantJSON)
 	}
 }
