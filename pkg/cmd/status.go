@@ -48,6 +48,7 @@ those to ztunnel: the sidecar takes precedence), the waypoint the namespace
 uses and whether that Gateway exists, Services that name their own
 waypoint, and ambient pods on a node with no ready ztunnel pod (app=ztunnel).
 -o wide adds a row per pod of those namespaces; -o json has them all.
+
 Reads the cluster with a fixed number of LIST calls, however many namespaces.
 A namespace admin can run it in their namespace: cluster-wide reads they may
 not make (injector webhooks, istiod Deployments, injector ConfigMaps,
