@@ -17,9 +17,11 @@ func NewCmdDisableInjection(root *options.Options) *cobra.Command {
 		Use:   "disable-injection [NAMESPACE...]",
 		Short: "Remove namespaces from the mesh so new pods get no sidecar",
 		Long: `Remove the labels that enrol namespaces in the mesh (istio-injection=enabled,
-istio.io/rev, istio.io/dataplane-mode=ambient). When the injector also
-injects unlabelled namespaces, sets istio-injection=disabled instead. Then
-lists the workloads whose pods still run a sidecar and need a restart.
+istio.io/rev, istio.io/dataplane-mode=ambient, istio.io/use-waypoint). When
+the injector also injects unlabelled namespaces, sets istio-injection=disabled
+instead. The waypoint Gateway the namespace used is deleted only when
+enable-injection --waypoint created it; any other is kept, with a note.
+Then lists the workloads whose pods still run a sidecar and need a restart.
 Without a NAMESPACE, the current namespace (-n or the context's) is used.`,
 		Example: `  # Stop injecting sidecars in namespace default
   kubectl mesh disable-injection default

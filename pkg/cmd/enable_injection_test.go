@@ -12,11 +12,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/inject"
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/options/fake"
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/traffic"
 )
 
 // meshInjector is the default-revision injector webhook configuration as
@@ -230,5 +234,277 @@ func TestEnableInjectionForbidden(t *testing.T) {
 	// Only the dry-run attempt on the first namespace was made.
 	if p := patches(f); len(p) != 1 {
 		t.Errorf("patch calls = %v", p)
+	}
+}
+
+// waypointObjects is an ambient mesh (injector and a ready ztunnel) and
+// namespace shop with the given labels.
+func waypointObjects(nsLabels ...string) []runtime.Object {
+	one := int32(1)
+	z := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "ztunnel", Labels: map[string]string{"app": "ztunnel"}},
+		Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "ztunnel"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "ztunnel"}}}},
+		Status: appsv1.DaemonSetStatus{DesiredNumberScheduled: one, NumberReady: one}}
+	return []runtime.Object{meshInjector(""), z, testNamespace("shop", nsLabels...)}
+}
+
+// waypointDeployment is the Deployment istiod deploys for a waypoint,
+// available.
+func waypointDeployment(name string) *appsv1.Deployment {
+	one := int32(1)
+	return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name,
+		Labels: map[string]string{"gateway.networking.k8s.io/gateway-name": name}},
+		Spec: appsv1.DeploymentSpec{Replicas: &one},
+		Status: appsv1.DeploymentStatus{Replicas: 1, AvailableReplicas: 1, Conditions: []appsv1.DeploymentCondition{
+			{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue}}}}
+}
+
+func gatewayObject(name, class string, annotations map[string]interface{}, conditions ...map[string]interface{}) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{Object: map[string]interface{}{
+		"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+		"metadata": map[string]interface{}{"name": name, "namespace": "shop"},
+		"spec":     map[string]interface{}{"gatewayClassName": class},
+	}}
+	if annotations != nil {
+		u.SetAnnotations(map[string]string{})
+		for k, v := range annotations {
+			unstructured.SetNestedField(u.Object, v, "metadata", "annotations", k)
+		}
+	}
+	if len(conditions) > 0 {
+		var c []interface{}
+		for _, m := range conditions {
+			c = append(c, m)
+		}
+		unstructured.SetNestedSlice(u.Object, c, "status", "conditions")
+	}
+	return u
+}
+
+// gateways lists the Gateways in shop as name:createdByUs.
+func gateways(t *testing.T, f *fake.Options) string {
+	t.Helper()
+	list, err := f.Dynamic.Resource(traffic.Gateways).Namespace("shop").List(t.Context(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, g := range list.Items {
+		out = append(out, fmt.Sprintf("%s:%v", g.GetName(), inject.CreatedByUs(&g)))
+	}
+	sort.Strings(out)
+	return strings.Join(out, ",")
+}
+
+const waypointYAML = `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  annotations:
+    inject.kubectl-mesh.io/created-by: kubectl-mesh enable-injection
+  labels:
+    istio.io/waypoint-for: service
+  name: waypoint
+  namespace: shop
+spec:
+  gatewayClassName: istio-waypoint
+  listeners:
+  - name: mesh
+    port: 15008
+    protocol: HBONE
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  labels:
+    istio.io/dataplane-mode: ambient
+    istio.io/use-waypoint: waypoint
+    kubernetes.io/metadata.name: shop
+  name: shop
+spec: {}
+status: {}
+`
+
+func TestEnableInjectionWaypoint(t *testing.T) {
+	const ready = "no workloads in shop need a restart\n" +
+		"waiting up to 1m0s for the waypoint's deployment shop/waypoint\n" +
+		"waypoint shop/waypoint ready: deployment shop/waypoint has 1 available\n"
+	forbidden := func(verb string) func(*dynamicfake.FakeDynamicClient) {
+		return func(d *dynamicfake.FakeDynamicClient) {
+			d.PrependReactor(verb, "gateways", func(a k8stesting.Action) (bool, runtime.Object, error) {
+				return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "gateway.networking.k8s.io", Resource: "gateways"}, "waypoint",
+					fmt.Errorf(`User "alice" cannot %s resource "gateways" in API group "gateway.networking.k8s.io" in the namespace "shop"`, verb))
+			})
+		}
+	}
+	tests := []struct {
+		name       string
+		kube       []runtime.Object
+		dyn        []*unstructured.Unstructured
+		noAPIs     bool
+		react      func(*dynamicfake.FakeDynamicClient)
+		args       []string
+		wantOut    string
+		wantErrOut string
+		wantErr    string
+		wantLabels string
+		wantGWs    string // shop's Gateways afterwards, name:createdByUs
+	}{
+		{name: "creates the waypoint, labels, waits for its deployment",
+			kube: append(waypointObjects(), waypointDeployment("waypoint")), args: []string{"enable-injection", "shop", "--ambient", "--waypoint"},
+			wantOut:    "gateway.gateway.networking.k8s.io/waypoint created\nnamespace/shop labeled\n",
+			wantErrOut: ready, wantLabels: "istio.io/dataplane-mode=ambient,istio.io/use-waypoint=waypoint", wantGWs: "waypoint:true"},
+		{name: "a named waypoint replaces the namespace's one",
+			kube:    append(waypointObjects("istio.io/dataplane-mode=ambient", "istio.io/use-waypoint=old"), waypointDeployment("wp2")),
+			args:    []string{"enable-injection", "shop", "--ambient", "--waypoint=wp2"},
+			wantOut: "gateway.gateway.networking.k8s.io/wp2 created\nnamespace/shop labeled\n",
+			wantErrOut: "note: namespace/shop: replacing istio.io/use-waypoint=old: the namespace's Services now use waypoint wp2\n" +
+				"no workloads in shop need a restart\n" +
+				"waiting up to 1m0s for the waypoint's deployment shop/wp2\n" +
+				"waypoint shop/wp2 ready: deployment shop/wp2 has 1 available\n",
+			wantLabels: "istio.io/dataplane-mode=ambient,istio.io/use-waypoint=wp2", wantGWs: "wp2:true"},
+		{name: "a user's waypoint is used as it is",
+			kube:       append(waypointObjects("istio.io/dataplane-mode=ambient", "istio.io/use-waypoint=waypoint"), waypointDeployment("waypoint")),
+			dyn:        []*unstructured.Unstructured{gatewayObject("waypoint", "istio-waypoint", nil)},
+			args:       []string{"enable-injection", "shop", "--ambient", "--waypoint"},
+			wantOut:    "gateway.gateway.networking.k8s.io/waypoint unchanged\nnamespace/shop already enabled\n",
+			wantErrOut: ready, wantLabels: "istio.io/dataplane-mode=ambient,istio.io/use-waypoint=waypoint", wantGWs: "waypoint:false"},
+		{name: "no deployment: says what is missing, with the gateway's conditions",
+			kube: waypointObjects(),
+			dyn: []*unstructured.Unstructured{gatewayObject("waypoint", "istio-waypoint", nil,
+				map[string]interface{}{"type": "Accepted", "status": "False", "reason": "InvalidParameters", "message": "no waypoint template"},
+				map[string]interface{}{"type": "Programmed", "status": "False", "reason": "Invalid"})},
+			args:    []string{"enable-injection", "shop", "--ambient", "--waypoint", "--timeout=300ms"},
+			wantOut: "gateway.gateway.networking.k8s.io/waypoint unchanged\nnamespace/shop labeled\n",
+			wantErrOut: "no workloads in shop need a restart\n" +
+				"waiting up to 300ms for the waypoint's deployment shop/waypoint\n",
+			wantErr: "waypoint shop/waypoint is not ready: no Deployment waypoint in shop after 300ms: is istiod's gateway controller running? " +
+				"check the Gateway's status conditions: kubectl get gateway waypoint -n shop -o yaml " +
+				"(gateway status: Accepted=False (InvalidParameters: no waypoint template), Programmed=False (Invalid)); the Gateway and the namespace label are in place",
+			wantLabels: "istio.io/dataplane-mode=ambient,istio.io/use-waypoint=waypoint", wantGWs: "waypoint:false"},
+		{name: "no deployment and no controller",
+			kube: waypointObjects(), args: []string{"enable-injection", "shop", "--ambient", "--waypoint", "--timeout=200ms"},
+			wantOut: "gateway.gateway.networking.k8s.io/waypoint created\nnamespace/shop labeled\n",
+			wantErrOut: "no workloads in shop need a restart\n" +
+				"waiting up to 200ms for the waypoint's deployment shop/waypoint\n",
+			wantErr: "waypoint shop/waypoint is not ready: no Deployment waypoint in shop after 200ms: is istiod's gateway controller running? " +
+				"check the Gateway's status conditions: kubectl get gateway waypoint -n shop -o yaml " +
+				"(gateway status: no conditions, so no controller has accepted it); the Gateway and the namespace label are in place",
+			wantLabels: "istio.io/dataplane-mode=ambient,istio.io/use-waypoint=waypoint", wantGWs: "waypoint:true"},
+		{name: "client dry run shows the gateway and the labels",
+			kube: waypointObjects(), args: []string{"enable-injection", "shop", "--ambient", "--waypoint", "--dry-run=client", "-o", "yaml"},
+			wantOut: waypointYAML, wantErrOut: "no workloads in shop need a restart\n"},
+		{name: "client dry run message",
+			kube: waypointObjects(), args: []string{"enable-injection", "shop", "--ambient", "--waypoint", "--dry-run=client"},
+			wantOut:    "gateway.gateway.networking.k8s.io/waypoint created (dry run)\nnamespace/shop labeled (dry run)\n",
+			wantErrOut: "no workloads in shop need a restart\n"},
+		{name: "a gateway of another class is refused",
+			kube: waypointObjects(), dyn: []*unstructured.Unstructured{gatewayObject("waypoint", "istio", nil)},
+			args:    []string{"enable-injection", "shop", "--ambient", "--waypoint"},
+			wantErr: `gateway shop/waypoint exists with gatewayClassName "istio", not istio-waypoint, so it is no waypoint; choose another name with --waypoint NAME`,
+			wantGWs: "waypoint:false"},
+		{name: "waypoint without ambient", kube: waypointObjects(), args: []string{"enable-injection", "shop", "--waypoint"},
+			wantErr: "--waypoint needs --ambient: waypoints serve ambient namespaces, while sidecars route traffic themselves; add --ambient"},
+		{name: "reserved name", kube: waypointObjects(), args: []string{"enable-injection", "shop", "--ambient", "--waypoint=none"},
+			wantErr: `--waypoint "none" is reserved by Istio (istio.io/use-waypoint=none opts out of a waypoint); choose another name`},
+		{name: "without ztunnel nothing is created", kube: []runtime.Object{meshInjector(""), testNamespace("shop")},
+			args:    []string{"enable-injection", "shop", "--ambient", "--waypoint"},
+			wantErr: "ambient mode needs ztunnel, and no ztunnel DaemonSet (label app=ztunnel) was found; install Istio with the ambient profile first (istioctl install --set profile=ambient), or drop --ambient to use sidecars"},
+		{name: "no Gateway API", kube: waypointObjects(), noAPIs: true, args: []string{"enable-injection", "shop", "--ambient", "--waypoint"},
+			wantErr: "--waypoint: Gateway API CRDs are not installed in this cluster (no gateway.networking.k8s.io/v1 Gateway); install the Gateway API CRDs first (https://gateway-api.sigs.k8s.io/guides/#installing-gateway-api)"},
+		{name: "creating gateways forbidden", kube: waypointObjects(), react: forbidden("create"),
+			args: []string{"enable-injection", "shop", "--ambient", "--waypoint"},
+			wantErr: `cannot create gateway shop/waypoint: create on gateways.gateway.networking.k8s.io in namespace shop is forbidden, so nothing was changed; ask an admin of shop to grant get, create and delete on them:
+  kubectl create role waypoints -n shop --verb=get,create,delete --resource=gateways.gateway.networking.k8s.io
+  kubectl create rolebinding waypoints -n shop --role=waypoints --user=alice
+(gateways.gateway.networking.k8s.io "waypoint" is forbidden: User "alice" cannot create resource "gateways" in API group "gateway.networking.k8s.io" in the namespace "shop")`},
+		{name: "disable deletes the waypoint it created",
+			kube:    waypointObjects("istio.io/dataplane-mode=ambient", "istio.io/use-waypoint=waypoint"),
+			dyn:     []*unstructured.Unstructured{gatewayObject("waypoint", "istio-waypoint", map[string]interface{}{"inject.kubectl-mesh.io/created-by": "kubectl-mesh enable-injection"})},
+			args:    []string{"disable-injection", "shop"},
+			wantOut: "namespace/shop labeled\ngateway.gateway.networking.k8s.io/waypoint deleted\n", wantErrOut: "no workloads in shop need a restart\n"},
+		{name: "disable keeps a user's waypoint",
+			kube:    waypointObjects("istio.io/dataplane-mode=ambient", "istio.io/use-waypoint=waypoint"),
+			dyn:     []*unstructured.Unstructured{gatewayObject("waypoint", "istio-waypoint", nil)},
+			args:    []string{"disable-injection", "shop"},
+			wantOut: "namespace/shop labeled\n",
+			wantErrOut: "note: namespace/shop: kept gateway shop/waypoint: kubectl mesh did not create it (no inject.kubectl-mesh.io/created-by annotation); delete it yourself when nothing uses it\n" +
+				"no workloads in shop need a restart\n",
+			wantGWs: "waypoint:false"},
+		{name: "disable dry run deletes nothing",
+			kube:    waypointObjects("istio.io/dataplane-mode=ambient", "istio.io/use-waypoint=waypoint"),
+			dyn:     []*unstructured.Unstructured{gatewayObject("waypoint", "istio-waypoint", map[string]interface{}{"inject.kubectl-mesh.io/created-by": "kubectl-mesh enable-injection"})},
+			args:    []string{"disable-injection", "shop", "--dry-run=client"},
+			wantOut: "namespace/shop labeled (dry run)\ngateway.gateway.networking.k8s.io/waypoint deleted (dry run)\n", wantErrOut: "no workloads in shop need a restart\n",
+			wantLabels: "istio.io/dataplane-mode=ambient,istio.io/use-waypoint=waypoint", wantGWs: "waypoint:true"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, dyn := trafficFake(tt.kube, tt.noAPIs)
+			// The fake's constructor does not file unstructured objects
+			// under their resource; created through the client, they are.
+			for _, g := range tt.dyn {
+				if _, err := dyn.Resource(traffic.Gateways).Namespace(g.GetNamespace()).Create(t.Context(), g, metav1.CreateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			f.Kube.PrependReactor("create", "selfsubjectreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+				r := &authenticationv1.SelfSubjectReview{}
+				r.Status.UserInfo.Username = "alice"
+				return true, r, nil
+			})
+			if tt.react != nil {
+				tt.react(dyn)
+			}
+			cmd := NewCmdMesh(f.Options)
+			cmd.SetArgs(tt.args)
+			err := cmd.Execute()
+			if tt.wantErr != "" {
+				if err == nil || err.Error() != tt.wantErr {
+					t.Fatalf("error = %v\nwant %s", err, tt.wantErr)
+				}
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if f.Out.String() != tt.wantOut {
+				t.Errorf("stdout =\n%s\nwant\n%s", f.Out.String(), tt.wantOut)
+			}
+			if tt.wantErrOut != "" && f.ErrOut.String() != tt.wantErrOut {
+				t.Errorf("stderr =\n%q\nwant\n%q", f.ErrOut.String(), tt.wantErrOut)
+			}
+			if got := nsLabels(t, f, "shop"); got != tt.wantLabels {
+				t.Errorf("shop labels = %q, want %q", got, tt.wantLabels)
+			}
+			if got := gateways(t, f); got != tt.wantGWs {
+				t.Errorf("gateways = %q, want %q", got, tt.wantGWs)
+			}
+		})
+	}
+}
+
+// TestEnableInjectionWaypointUndo: when the namespace cannot be labelled
+// after the Gateway was created, the Gateway is deleted again.
+func TestEnableInjectionWaypointUndo(t *testing.T) {
+	f, _ := trafficFake(waypointObjects(), false)
+	f.Kube.PrependReactor("patch", "namespaces", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if len(a.(k8stesting.PatchActionImpl).PatchOptions.DryRun) > 0 {
+			return true, testNamespace("shop"), nil // the fake would store it
+		}
+		return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "namespaces"}, "shop", fmt.Errorf("the object has been modified"))
+	})
+	cmd := NewCmdMesh(f.Options)
+	cmd.SetArgs([]string{"enable-injection", "shop", "--ambient", "--waypoint"})
+	err := cmd.Execute()
+	want := `patching namespace shop: Operation cannot be fulfilled on namespaces "shop": the object has been modified`
+	if err == nil || err.Error() != want {
+		t.Fatalf("error = %v\nwant %s", err, want)
+	}
+	if got, want := f.ErrOut.String(), "deleted gateway shop/waypoint again: the namespace could not be labelled\n"; got != want {
+		t.Errorf("stderr = %q, want %q", got, want)
+	}
+	if got := gateways(t, f); got != "" {
+		t.Errorf("gateways left: %q", got)
+	}
+	if got := nsLabels(t, f, "shop"); got != "" {
+		t.Errorf("labels = %q", got)
 	}
 }

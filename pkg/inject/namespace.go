@@ -77,13 +77,22 @@ type EnableRequest struct {
 	// Revision is a revision or tag name; "" picks the default.
 	Revision string
 	Ambient  bool
+	// Waypoint names the waypoint the namespace uses (ambient only; "" for
+	// none): it is labelled istio.io/use-waypoint=Waypoint.
+	Waypoint string
 }
+
+// ErrWaypointNeedsAmbient is --waypoint without --ambient.
+var ErrWaypointNeedsAmbient = errors.New("--waypoint needs --ambient: waypoints serve ambient namespaces, while sidecars route traffic themselves; add --ambient")
 
 // PlanEnable works out the labels that make new pods in namespace ns get
 // the requested data plane, fixing labels that would override it.
 func (r *Rules) PlanEnable(ns string, nsLabels map[string]string, req EnableRequest) (LabelChange, error) {
 	c := LabelChange{Set: map[string]string{}}
 	has := func(k string) (string, bool) { v, ok := nsLabels[k]; return v, ok }
+	if req.Waypoint != "" && !req.Ambient {
+		return c, ErrWaypointNeedsAmbient
+	}
 	if req.Ambient {
 		if len(r.inv.ControlPlanes) == 0 && len(r.inv.Unchecked) == 0 {
 			return c, ErrNoControlPlane
@@ -111,6 +120,12 @@ func (r *Rules) PlanEnable(ns string, nsLabels map[string]string, req EnableRequ
 		}
 		if nsLabels[LabelDataplaneMode] != DataplaneAmbient {
 			c.Set[LabelDataplaneMode] = DataplaneAmbient
+		}
+		if v, ok := has(LabelUseWaypoint); req.Waypoint != "" && v != req.Waypoint {
+			c.Set[LabelUseWaypoint] = req.Waypoint
+			if ok {
+				c.Notes = append(c.Notes, fmt.Sprintf("replacing %s=%s: the namespace's Services now use waypoint %s", LabelUseWaypoint, v, req.Waypoint))
+			}
 		}
 		return c, nil
 	}
@@ -159,7 +174,7 @@ func (r *Rules) PlanEnable(ns string, nsLabels map[string]string, req EnableRequ
 }
 
 // PlanDisable removes what enrols the namespace in the mesh (sidecar and
-// ambient labels). When the injector injects unlabelled namespaces too
+// ambient labels, and the waypoint it uses). When the injector injects unlabelled namespaces too
 // (enableNamespacesByDefault), it sets istio-injection=disabled instead.
 func (r *Rules) PlanDisable(ns string, nsLabels map[string]string) LabelChange {
 	c := LabelChange{Set: map[string]string{}}
@@ -171,6 +186,9 @@ func (r *Rules) PlanDisable(ns string, nsLabels map[string]string) LabelChange {
 	}
 	if nsLabels[LabelDataplaneMode] == DataplaneAmbient {
 		c.Remove = append(c.Remove, LabelDataplaneMode)
+	}
+	if _, ok := nsLabels[LabelUseWaypoint]; ok {
+		c.Remove = append(c.Remove, LabelUseWaypoint)
 	}
 	after := c.Apply(nsLabels)
 	if r.Evaluate(ns, after, metav1.ObjectMeta{}, nil).Inject {
