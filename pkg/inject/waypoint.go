@@ -230,8 +230,12 @@ func GatewayConditions(gw *unstructured.Unstructured) string {
 	}
 	conds, _, _ := unstructured.NestedSlice(gw.Object, "status", "conditions")
 	var parts []string
+	pending := true
 	for _, c := range conds {
 		m, _ := c.(map[string]any)
+		if m["reason"] != "Pending" {
+			pending = false
+		}
 		s := fmt.Sprintf("%v=%v", m["type"], m["status"])
 		if r, _ := m["reason"].(string); r != "" {
 			s += " (" + r
@@ -244,6 +248,10 @@ func GatewayConditions(gw *unstructured.Unstructured) string {
 	}
 	if len(parts) == 0 {
 		return "no conditions, so no controller has accepted it"
+	}
+	if pending {
+		// The Gateway CRD's default status: no controller wrote one.
+		parts = append(parts, "so no controller has accepted it")
 	}
 	return strings.Join(parts, ", ")
 }

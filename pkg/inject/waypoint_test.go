@@ -74,6 +74,9 @@ func TestGatewayConditions(t *testing.T) {
 		{"no controller", nil, "no conditions, so no controller has accepted it"},
 		{"programmed", []any{cond("type", "Accepted", "status", "True", "reason", "Accepted"), cond("type", "Programmed", "status", "True")},
 			"Accepted=True (Accepted), Programmed=True"},
+		{"the CRD's default", []any{cond("type", "Accepted", "status", "Unknown", "reason", "Pending", "message", "Waiting for controller"),
+			cond("type", "Programmed", "status", "Unknown", "reason", "Pending", "message", "Waiting for controller")},
+			"Accepted=Unknown (Pending: Waiting for controller), Programmed=Unknown (Pending: Waiting for controller), so no controller has accepted it"},
 		{"refused", []any{cond("type", "Accepted", "status", "False", "reason", "InvalidParameters", "message", "no template")},
 			"Accepted=False (InvalidParameters: no template)"},
 	}
