@@ -181,7 +181,7 @@ func waypointFor(ctx context.Context, c Clients, b *backend, nsObj *corev1.Names
 	}
 	ref := wpNS + "/" + name
 	via := fmt.Sprintf("%s has %s=%s", owner, mesh.LabelUseWaypoint, name)
-	createNamed := fmt.Sprintf("Create it with: kubectl mesh enable-injection %s --ambient --waypoint %s (or: istioctl waypoint apply -n %s --name %s)", wpNS, name, wpNS, name)
+	createNamed := fmt.Sprintf("Create it with: kubectl mesh enable-injection %s --ambient --waypoint=%s (or: istioctl waypoint apply -n %s --name %s)", wpNS, name, wpNS, name)
 	gw, err := c.Dynamic.Resource(Gateways).Namespace(wpNS).Get(ctx, name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):

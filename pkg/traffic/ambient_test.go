@@ -123,7 +123,7 @@ func TestSplitAmbient(t *testing.T) {
 			name: "label names a gateway that does not exist",
 			kube: ambientBackend(ambWP, nil),
 			err: refusal(nsAmbient, "namespace shop has istio.io/use-waypoint=waypoint, and no Gateway shop/waypoint exists",
-				"Create it with: kubectl mesh enable-injection shop --ambient --waypoint waypoint (or: istioctl waypoint apply -n shop --name waypoint)"),
+				"Create it with: kubectl mesh enable-injection shop --ambient --waypoint=waypoint (or: istioctl waypoint apply -n shop --name waypoint)"),
 		},
 		{
 			name: "waypoint for workloads only",
