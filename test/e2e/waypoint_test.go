@@ -283,4 +283,28 @@ spec:
 	if got := wpGateways(t, env, other); got != "" {
 		t.Fatalf("gateways created: %q", got)
 	}
+
+	// With the role the error asks for, the same user gets the waypoint.
+	env.Grant(t, other, "waypoints", user, []rbacv1.PolicyRule{
+		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"gateways"}, Verbs: []string{"get", "create", "delete"}}})
+	err = wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		res = env.Mesh(t, "--kubeconfig", kubeconfig, "enable-injection", other, "--ambient", "--waypoint", "--timeout=1s")
+		return strings.HasPrefix(res.Stdout, "gateway.gateway.networking.k8s.io/waypoint created\n"), nil
+	})
+	if err != nil {
+		t.Fatalf("with the granted role: exit %d, stdout %q, error %v", res.ExitCode, res.Stdout, res.Err)
+	}
+	if got := wpGateways(t, env, other); got != "waypoint:istio-waypoint:true" {
+		t.Fatalf("gateways = %q", got)
+	}
+	if got := meshLabels(t, env, other); got != "istio.io/dataplane-mode=ambient,istio.io/use-waypoint=waypoint" {
+		t.Fatalf("labels = %q", got)
+	}
+	res = env.Mesh(t, "--kubeconfig", kubeconfig, "disable-injection", other)
+	if res.Stdout != "namespace/"+other+" labeled\ngateway.gateway.networking.k8s.io/waypoint deleted\n" || res.ExitCode != 0 {
+		t.Fatalf("disable with the granted role: exit %d, stdout %q, error %v", res.ExitCode, res.Stdout, res.Err)
+	}
+	if got := wpGateways(t, env, other); got != "" {
+		t.Fatalf("gateways after disable: %q", got)
+	}
 }
