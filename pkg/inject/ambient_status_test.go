@@ -178,3 +178,44 @@ plain/solo         node2   ambient (pod label)         -                        
 		})
 	}
 }
+
+// TestAmbientWaypointElsewhere: a waypoint in another namespace
+// (istio.io/use-waypoint-namespace) is looked up there, and a cluster
+// without the Gateway API has every waypoint missing.
+func TestAmbientWaypointElsewhere(t *testing.T) {
+	objs := []runtime.Object{namespace("amb", map[string]string{LabelDataplaneMode: "ambient",
+		"istio.io/use-waypoint": "shared", "istio.io/use-waypoint-namespace": "infra"}), namespace("infra", nil)}
+	tests := []struct {
+		name      string
+		noAPI     bool
+		want      string
+		wantLists string
+	}{
+		{name: "in infra", want: "infra/shared ok", wantLists: "[infra]"},
+		{name: "no Gateway API", noAPI: true, want: "infra/shared missing (Gateway API not installed)", wantLists: "[infra]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dyn := gatewayClient(gateway("infra", "shared", "istio-waypoint"), gateway("amb", "shared", "istio-waypoint"))
+			if tt.noAPI {
+				dyn.PrependReactor("list", "gateways", func(a k8stesting.Action) (bool, runtime.Object, error) {
+					return true, nil, apierrors.NewNotFound(a.GetResource().GroupResource(), "")
+				})
+			}
+			rep, err := BuildStatusWithGateways(context.Background(), kubefake.NewClientset(objs...), istiofake.NewSimpleClientset(), dyn, Scope{Namespaces: []string{"amb"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := fmt.Sprint(rep.Ambient[0].Waypoint, " ", rep.Ambient[0].Waypoint.State); got != tt.want {
+				t.Errorf("waypoint = %s, want %s", got, tt.want)
+			}
+			var lists []string
+			for _, a := range dyn.Actions() {
+				lists = append(lists, a.GetNamespace())
+			}
+			if fmt.Sprint(lists) != tt.wantLists {
+				t.Errorf("gateways listed in %v, want %s", lists, tt.wantLists)
+			}
+		})
+	}
+}
