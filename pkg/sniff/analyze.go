@@ -191,6 +191,8 @@ type Analyzer struct {
 	dgrams map[flowKey]*dgram
 	// The verdict's inputs: tallies of application flows, Istio-proven
 	// server endpoints, and mid-stream flows waiting for association.
+	flowList     summaryList
+	infraList    summaryList
 	tally        tally
 	istioServers map[netip.AddrPort]int
 	deferred     []deferredFlow
@@ -206,8 +208,6 @@ func NewAnalyzer(cfg Config) *Analyzer {
 		a.grep = []byte(cfg.Grep)
 	}
 	a.report.Grep = cfg.Grep
-	a.report.Flows = []FlowSummary{}
-	a.report.Infra = []FlowSummary{}
 	return a
 }
 
@@ -346,6 +346,7 @@ func (a *Analyzer) Finish() *Report {
 	a.takeLost()
 	a.closeDatagrams(time.Time{})
 	a.resolveDeferred()
+	a.report.Flows, a.report.Infra = a.flowList.slice(), a.infraList.slice()
 	for _, l := range []([]FlowSummary){a.report.Flows, a.report.Infra} {
 		sort.SliceStable(l, func(i, j int) bool { return l[i].seq < l[j].seq })
 	}

@@ -80,7 +80,7 @@ func (a *Analyzer) event(f *flow, dir int, kind EventKind) Event {
 	ev.Protocol, ev.Detail = describe(h)
 	e := f.evidence()
 	e.Context = a.cfg.Pod.context(&e)
-	r, _ := decideFlow(&e)
+	r := ruleFor(&e)
 	ev.Verdict = r.Verdict
 	return ev
 }

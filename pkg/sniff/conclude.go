@@ -19,8 +19,34 @@ const (
 type deferredFlow struct {
 	e     flowEvidence
 	infra *infraRule
-	list  *[]FlowSummary // where its summary is listed, nil when omitted
-	index int
+	sum   *FlowSummary // its listed summary, nil when omitted
+}
+
+// summaryList collects summaries in fixed chunks: a long capture lists
+// thousands of flows, and one growing slice would copy them over and over.
+type summaryList struct {
+	chunks [][]FlowSummary
+	n      int
+}
+
+const summaryChunk = 1024
+
+func (l *summaryList) add(fs FlowSummary) *FlowSummary {
+	if len(l.chunks) == 0 || len(l.chunks[len(l.chunks)-1]) == summaryChunk {
+		l.chunks = append(l.chunks, make([]FlowSummary, 0, summaryChunk))
+	}
+	c := &l.chunks[len(l.chunks)-1]
+	*c = append(*c, fs)
+	l.n++
+	return &(*c)[len(*c)-1]
+}
+
+func (l *summaryList) slice() []FlowSummary {
+	out := make([]FlowSummary, 0, l.n)
+	for _, c := range l.chunks {
+		out = append(out, c...)
+	}
+	return out
 }
 
 // conclude applies the policy to one finished flow and files its summary.
@@ -35,24 +61,19 @@ func (a *Analyzer) conclude(e flowEvidence, fs FlowSummary) {
 	if infra != nil {
 		fs.Infra = infra.Name
 	}
-	list := &a.report.Flows
+	list := &a.flowList
 	if infra != nil && !a.cfg.IncludeInfra {
-		list = &a.report.Infra
+		list = &a.infraList
 	}
 	if e.NoHandshake && e.GrepHits == 0 && e.Cleartext == "" && len(a.deferred) < maxDeferred {
-		d := deferredFlow{e: e, infra: infra}
-		if len(a.report.Flows)+len(a.report.Infra) < a.cfg.MaxFlowSummaries {
-			d.list, d.index = list, len(*list)
-		}
-		a.deferred = append(a.deferred, d)
-		a.file(list, fs)
+		a.deferred = append(a.deferred, deferredFlow{e: e, infra: infra, sum: a.file(list, fs)})
 		return
 	}
 	a.judge(&e, infra, list, fs)
 }
 
 // judge decides e, counts it and lists fs.
-func (a *Analyzer) judge(e *flowEvidence, infra *infraRule, list *[]FlowSummary, fs FlowSummary) {
+func (a *Analyzer) judge(e *flowEvidence, infra *infraRule, list *summaryList, fs FlowSummary) {
 	r, evidence := decideFlow(e)
 	fs.Verdict, fs.Rule, fs.Evidence, fs.Istio = r.Verdict, r.Name, evidence, r.Istio
 	a.count(e, infra, r.Verdict, fs)
@@ -81,12 +102,13 @@ func (a *Analyzer) count(e *flowEvidence, infra *infraRule, v Verdict, fs FlowSu
 	}
 }
 
-func (a *Analyzer) file(list *[]FlowSummary, fs FlowSummary) {
-	if len(a.report.Flows)+len(a.report.Infra) >= a.cfg.MaxFlowSummaries {
+// file lists fs, unless the listing cap is reached (it still counts).
+func (a *Analyzer) file(list *summaryList, fs FlowSummary) *FlowSummary {
+	if a.flowList.n+a.infraList.n >= a.cfg.MaxFlowSummaries {
 		a.report.FlowsOmitted++
-		return
+		return nil
 	}
-	*list = append(*list, fs)
+	return list.add(fs)
 }
 
 // resolveDeferred decides the mid-stream flows now that every Istio
@@ -97,8 +119,7 @@ func (a *Analyzer) resolveDeferred() {
 		d.e.Associated = a.istioServers[d.e.Server]
 		r, evidence := decideFlow(&d.e)
 		fs := FlowSummary{Src: d.e.Client.String(), Dst: d.e.Server.String(), Protocol: "TLS"}
-		if d.list != nil {
-			f := &(*d.list)[d.index]
+		if f := d.sum; f != nil {
 			f.Verdict, f.Rule, f.Evidence, f.Istio = r.Verdict, r.Name, evidence, r.Istio
 			fs = *f
 		}

@@ -234,7 +234,7 @@ func (a *Analyzer) dgramEvent(d *dgram, dir int, kind EventKind) Event {
 		src, dst = dst, src
 	}
 	e := d.evidence()
-	r, _ := decideFlow(&e)
+	r := ruleFor(&e)
 	fs := d.summary()
 	return Event{Time: a.now, Kind: kind, Src: src, Dst: dst, Protocol: fs.Protocol, Detail: d.detail, Verdict: r.Verdict}
 }

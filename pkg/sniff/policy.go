@@ -103,12 +103,17 @@ var flowRules = []flowRule{
 		func(*flowEvidence) string { return "no payload" }},
 }
 
-// decideFlow applies flowRules to e.
+// decideFlow applies flowRules to e and explains the verdict.
 func decideFlow(e *flowEvidence) (rule *flowRule, evidence string) {
+	r := ruleFor(e)
+	return r, r.explain(e)
+}
+
+// ruleFor is the first flow rule that matches e.
+func ruleFor(e *flowEvidence) *flowRule {
 	for i := range flowRules {
-		r := &flowRules[i]
-		if r.match(e) {
-			return r, r.explain(e)
+		if flowRules[i].match(e) {
+			return &flowRules[i]
 		}
 	}
 	panic("unreachable: the last flow rule matches everything")
