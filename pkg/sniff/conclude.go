@@ -50,7 +50,7 @@ func (l *summaryList) slice() []FlowSummary {
 }
 
 // conclude applies the policy to one finished flow and files its summary.
-func (a *Analyzer) conclude(e flowEvidence, fs FlowSummary) {
+func (a *Analyzer) conclude(e flowEvidence, fs *FlowSummary) {
 	if e.Context == "" {
 		e.Context = a.cfg.Pod.context(&e)
 	}
@@ -73,7 +73,7 @@ func (a *Analyzer) conclude(e flowEvidence, fs FlowSummary) {
 }
 
 // judge decides e, counts it and lists fs.
-func (a *Analyzer) judge(e *flowEvidence, infra *infraRule, list *summaryList, fs FlowSummary) {
+func (a *Analyzer) judge(e *flowEvidence, infra *infraRule, list *summaryList, fs *FlowSummary) {
 	r, evidence := decideFlow(e)
 	fs.Verdict, fs.Rule, fs.Evidence, fs.Istio = r.Verdict, r.Name, evidence, r.Istio
 	a.count(e, infra, r.Verdict, fs)
@@ -82,7 +82,7 @@ func (a *Analyzer) judge(e *flowEvidence, infra *infraRule, list *summaryList, f
 
 // count adds a decided flow to the capture's tally: application traffic
 // always, infrastructure only when asked or when --grep saw it in clear.
-func (a *Analyzer) count(e *flowEvidence, infra *infraRule, v Verdict, fs FlowSummary) {
+func (a *Analyzer) count(e *flowEvidence, infra *infraRule, v Verdict, fs *FlowSummary) {
 	if infra != nil && !a.cfg.IncludeInfra && e.GrepHits == 0 {
 		return
 	}
@@ -103,12 +103,12 @@ func (a *Analyzer) count(e *flowEvidence, infra *infraRule, v Verdict, fs FlowSu
 }
 
 // file lists fs, unless the listing cap is reached (it still counts).
-func (a *Analyzer) file(list *summaryList, fs FlowSummary) *FlowSummary {
+func (a *Analyzer) file(list *summaryList, fs *FlowSummary) *FlowSummary {
 	if a.flowList.n+a.infraList.n >= a.cfg.MaxFlowSummaries {
 		a.report.FlowsOmitted++
 		return nil
 	}
-	return list.add(fs)
+	return list.add(*fs)
 }
 
 // resolveDeferred decides the mid-stream flows now that every Istio
@@ -118,11 +118,11 @@ func (a *Analyzer) resolveDeferred() {
 		d := &a.deferred[i]
 		d.e.Associated = a.istioServers[d.e.Server]
 		r, evidence := decideFlow(&d.e)
-		fs := FlowSummary{Src: d.e.Client.String(), Dst: d.e.Server.String(), Protocol: "TLS"}
-		if f := d.sum; f != nil {
-			f.Verdict, f.Rule, f.Evidence, f.Istio = r.Verdict, r.Name, evidence, r.Istio
-			fs = *f
+		fs := d.sum
+		if fs == nil {
+			fs = &FlowSummary{Src: d.e.Client.String(), Dst: d.e.Server.String(), Protocol: "TLS"}
 		}
+		fs.Verdict, fs.Rule, fs.Evidence, fs.Istio = r.Verdict, r.Name, evidence, r.Istio
 		a.count(&d.e, d.infra, r.Verdict, fs)
 	}
 	a.deferred = nil

@@ -223,7 +223,8 @@ func (a *Analyzer) closeDatagrams(cutoff time.Time) {
 	slices.SortFunc(done, func(x, y *dgram) int { return x.seq - y.seq })
 	for _, d := range done {
 		delete(a.dgrams, d.key)
-		a.conclude(d.evidence(), d.summary())
+		fs := d.summary()
+		a.conclude(d.evidence(), &fs)
 	}
 }
 

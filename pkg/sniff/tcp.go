@@ -198,7 +198,7 @@ func (a *Analyzer) closeFlow(f *flow) {
 	default:
 		fs.Protocol = "unrecognised"
 	}
-	a.conclude(e, fs)
+	a.conclude(e, &fs)
 }
 
 // roles returns the client and server directions: as seen in the
