@@ -170,11 +170,23 @@ var infraRules = []infraRule{
 		func(e *flowEvidence, _ *PodContext) bool { return e.Transport == "icmp" }},
 }
 
+// istioPortRules hold for Istio's ports: in a live capture of a pod without
+// a sidecar those ports are the app's own, so they do not apply.
+var istioPortRules = []string{"istio-health", "istio-agent", "envoy-metrics", "istiod", "istio-local"}
+
+// istioPorts says whether Istio's ports may be Istio's: always in a saved
+// capture (nothing says otherwise), only with a sidecar in a live one.
+func (pc *PodContext) istioPorts() bool { return pc == nil || pc.Sidecar }
+
 // infraOf names the infrastructure rule e falls under ("" for application traffic).
 func infraOf(e *flowEvidence, pod *PodContext) *infraRule {
 	for i := range infraRules {
-		if infraRules[i].match(e, pod) {
-			return &infraRules[i]
+		r := &infraRules[i]
+		if !pod.istioPorts() && slices.Contains(istioPortRules, r.Name) {
+			continue
+		}
+		if r.match(e, pod) {
+			return r
 		}
 	}
 	return nil
@@ -244,7 +256,7 @@ func PolicyText() string {
 	for _, r := range flowRules {
 		row(&b, fmt.Sprintf("  %-14s %-17s ", r.Name, flowLabel(FlowSummary{Verdict: r.Verdict, Istio: r.Istio})), r.When)
 	}
-	b.WriteString("\nMesh infrastructure, listed apart and left out of the verdict (--include-infra\nputs it back; a --grep hit outside TLS always counts):\n")
+	b.WriteString("\nMesh infrastructure, listed apart and left out of the verdict (--include-infra\nputs it back; a --grep hit outside TLS always counts). In a live capture of a\npod without a sidecar, Istio's ports (the first five rows) are the app's own:\n")
 	for _, r := range infraRules {
 		row(&b, fmt.Sprintf("  %-14s ", r.Name), r.When)
 	}

@@ -225,7 +225,7 @@ func TestFlowRules(t *testing.T) {
 func TestInfraRules(t *testing.T) {
 	mtls := mtlsChunks(t)
 	node := netip.MustParseAddr("10.243.0.2")
-	pod := &PodContext{IPs: []netip.Addr{netip.MustParseAddr("10.1.0.7")}, NodeIP: node, ProbePorts: []uint16{8080}}
+	pod := &PodContext{IPs: []netip.Addr{netip.MustParseAddr("10.1.0.7")}, NodeIP: node, ProbePorts: []uint16{8080}, Sidecar: true}
 	app := newConv(LinkTypeEthernet, "10.1.0.5:40000", "10.1.0.7:80").handshake().play(mtls, 1000).fin().frames
 	tests := []struct {
 		rule   string
@@ -312,6 +312,13 @@ func TestRealMeshFailures(t *testing.T) {
 			probe("10.243.0.2:50001", "10.1.0.7:15020", "/app-health/app/readyz"), probe("10.1.0.99:50002", "10.1.0.7:15090", "/stats/prometheus"))
 		if rep.Verdict != VerdictEncryptedIstio || len(rep.Infra) != 3 {
 			t.Errorf("verdict %s, %d infra flows; want ENCRYPTED (Istio mTLS), 3\n%s", rep.Verdict, len(rep.Infra), summary(t, rep))
+		}
+	})
+	t.Run("Istio's ports of a live pod without a sidecar are its own traffic", func(t *testing.T) {
+		plain := &PodContext{IPs: []netip.Addr{netip.MustParseAddr("10.1.0.7")}}
+		rep := policyReport(t, Config{Pod: plain}, istio(40000), probe("10.1.0.9:50001", "10.1.0.7:15020", "/orders"))
+		if rep.Verdict != VerdictMixed || len(rep.Infra) != 0 {
+			t.Errorf("verdict %s, %d infra flows; want MIXED and none apart\n%s", rep.Verdict, len(rep.Infra), summary(t, rep))
 		}
 	})
 	t.Run("a marker in infrastructure traffic still counts", func(t *testing.T) {
