@@ -16,6 +16,7 @@ check hyperfine hyperfine
 check jq jq
 check curl curl
 check sudo sudo
+check dot graphviz
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
