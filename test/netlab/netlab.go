@@ -34,8 +34,14 @@ type Config struct {
 	Prefix string
 	// PodSubnet is the pods' /24 on the node's bridge.
 	PodSubnet netip.Prefix
-	// UplinkSubnet is the host↔node /30.
+	// UplinkSubnet is the host↔node /30 (without LAN).
 	UplinkSubnet netip.Prefix
+	// Node names the node namespace (default Prefix-node).
+	Node string
+	// LAN, when set, is the segment the node's uplink joins, with address
+	// NodeIP, instead of a /30 veth of its own to the host.
+	LAN    *LAN
+	NodeIP netip.Addr
 }
 
 // Lab is a node namespace with its pods.
@@ -87,7 +93,7 @@ func Setup(cfg Config) (*Lab, error) {
 	if len(cfg.Prefix) > 6 {
 		return nil, fmt.Errorf("prefix %q is longer than 6 characters", cfg.Prefix)
 	}
-	if !cfg.PodSubnet.IsValid() || !cfg.UplinkSubnet.IsValid() {
+	if !cfg.PodSubnet.IsValid() || (cfg.LAN == nil && !cfg.UplinkSubnet.IsValid()) {
 		b := make([]byte, 1)
 		rand.Read(b)
 		cfg.PodSubnet = netip.MustParsePrefix(fmt.Sprintf("10.213.%d.0/24", b[0]))
@@ -98,28 +104,47 @@ func Setup(cfg Config) (*Lab, error) {
 		return nil, err
 	}
 	l := &Lab{
-		Prefix: cfg.Prefix, Node: cfg.Prefix + "-node", Bridge: "br0", Pods: map[string]*Pod{}, Dir: dir,
-		subnet: cfg.PodSubnet, uplink: cfg.Prefix + "-up",
+		Prefix: cfg.Prefix, Node: cfg.Node, Bridge: "br0", Pods: map[string]*Pod{}, Dir: dir,
+		subnet: cfg.PodSubnet,
 	}
-	up := cfg.UplinkSubnet.Addr()
-	l.HostIP, l.NodeIP = up.Next(), up.Next().Next()
+	if l.Node == "" {
+		l.Node = cfg.Prefix + "-node"
+	}
 	l.BridgeIP = cfg.PodSubnet.Addr().Next()
 	steps := [][]string{
 		{"netns", "add", l.Node},
 		{"-n", l.Node, "link", "set", "lo", "up"},
-		{"link", "add", l.uplink, "type", "veth", "peer", "name", "uplink", "netns", l.Node},
-		{"addr", "add", l.HostIP.String() + "/30", "dev", l.uplink},
-		{"link", "set", l.uplink, "up"},
-		{"-n", l.Node, "addr", "add", l.NodeIP.String() + "/30", "dev", "uplink"},
-		{"-n", l.Node, "link", "set", "uplink", "up"},
+	}
+	if cfg.LAN == nil {
+		l.uplink = cfg.Prefix + "-up"
+		up := cfg.UplinkSubnet.Addr()
+		l.HostIP, l.NodeIP = up.Next(), up.Next().Next()
+		steps = append(steps, [][]string{
+			{"link", "add", l.uplink, "type", "veth", "peer", "name", "uplink", "netns", l.Node},
+			{"addr", "add", l.HostIP.String() + "/30", "dev", l.uplink},
+			{"link", "set", l.uplink, "up"},
+			{"-n", l.Node, "addr", "add", l.NodeIP.String() + "/30", "dev", "uplink"},
+			{"-n", l.Node, "link", "set", "uplink", "up"},
+		}...)
+	} else {
+		l.HostIP, l.NodeIP = cfg.LAN.HostIP, cfg.NodeIP
+	}
+	steps = append(steps, [][]string{
 		{"-n", l.Node, "link", "add", l.Bridge, "type", "bridge"},
 		{"-n", l.Node, "addr", "add", l.BridgeIP.String() + "/24", "dev", l.Bridge},
 		{"-n", l.Node, "link", "set", l.Bridge, "up"},
-	}
-	for _, s := range steps {
+	}...)
+	for i, s := range steps {
 		if err := ip(s...); err != nil {
 			l.Teardown()
 			return nil, err
+		}
+		// The uplink joins the LAN once the namespace exists.
+		if i == 1 && cfg.LAN != nil {
+			if err := cfg.LAN.join(l.Node, cfg.NodeIP); err != nil {
+				l.Teardown()
+				return nil, err
+			}
 		}
 	}
 	return l, nil
@@ -297,7 +322,9 @@ func (l *Lab) Teardown() {
 		exec.Command("ip", "netns", "del", p.NS).Run()
 	}
 	exec.Command("ip", "netns", "del", l.Node).Run()
-	exec.Command("ip", "link", "del", l.uplink).Run()
+	if l.uplink != "" {
+		exec.Command("ip", "link", "del", l.uplink).Run()
+	}
 	os.RemoveAll(l.Dir)
 }
 

@@ -2,8 +2,14 @@ package netlab
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -50,5 +56,78 @@ func TestLabCarriesTrafficAndCleansUp(t *testing.T) {
 	}
 	if err := exec.Command("ip", "link", "show", l.uplink).Run(); err == nil {
 		t.Errorf("uplink %s left", l.uplink)
+	}
+}
+
+// Two nodes on one LAN, each routing the other's pod subnet via the other's
+// address: a pod on one node reaches a pod on the other, the packets cross
+// both uplinks, and the host forwards nothing.
+func TestLANRoutesPodsAcrossNodes(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lan, err := SetupLAN("nlt-lan", "nlt-up", netip.MustParsePrefix("10.215.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lan.Teardown()
+	var nodes []*Lab
+	for i, sub := range []string{"10.216.1.0/24", "10.216.2.0/24"} {
+		l, err := Setup(Config{Prefix: fmt.Sprintf("nlt%d", i+1), Node: fmt.Sprintf("nlt-node%d", i+1), PodSubnet: netip.MustParsePrefix(sub),
+			LAN: lan, NodeIP: netip.MustParseAddr(fmt.Sprintf("10.215.0.%d", i+2))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Teardown()
+		nodes = append(nodes, l)
+	}
+	for i, l := range nodes {
+		other := nodes[1-i]
+		for _, s := range [][]string{
+			{"netns", "exec", l.Node, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"},
+			{"-n", l.Node, "route", "add", other.subnet.String(), "via", other.NodeIP.String(), "dev", "uplink"},
+		} {
+			if err := ip(s...); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	fe, err := nodes[0].AddPod("frontend")
+	if err != nil {
+		t.Fatal(err)
+	}
+	be, err := nodes[1].AddPod("backend")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := nodes[1].StartBackend(ctx, be, Plaintext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := nodes[0].NewClient(fe, b).Do(ctx)
+	if err != nil || body != Greeting {
+		t.Fatalf("frontend on %s to backend %s on %s: %q, %v", nodes[0].Node, be.IP, nodes[1].Node, body, err)
+	}
+	if nodes[1].HostIP != lan.HostIP || nodes[1].NodeIP.String() != "10.215.0.3" {
+		t.Errorf("node2 at %s with host %s, want 10.215.0.3 with %s", nodes[1].NodeIP, nodes[1].HostIP, lan.HostIP)
+	}
+	// The host reaches a node on the LAN (what SSH needs): refused, as
+	// nothing listens, rather than unreachable.
+	if c, err := net.DialTimeout("tcp", net.JoinHostPort(nodes[1].NodeIP.String(), "22"), 2*time.Second); err == nil {
+		c.Close()
+	} else if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("reaching node2 from the host: %v", err)
+	}
+	for _, l := range nodes {
+		l.Teardown()
+	}
+	lan.Teardown()
+	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), "nlt") {
+		t.Errorf("namespaces left: %s", out)
+	}
+	if err := exec.Command("ip", "link", "show", "nlt-up").Run(); err == nil {
+		t.Errorf("host link nlt-up left")
 	}
 }

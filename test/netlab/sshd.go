@@ -24,6 +24,8 @@ type SSHD struct {
 	User string
 	// ClientKey is a private key the server accepts for User.
 	ClientKey string
+	// Dir holds the server's files (authorized_keys, sshd_config).
+	Dir string
 	// KnownHosts has the server's real host key; WrongKnownHosts another key
 	// for the same address (a "changed" host key).
 	KnownHosts      string
@@ -37,7 +39,12 @@ type SSHD struct {
 // StartSSHD runs sshd as root in the node namespace, in a private mount
 // namespace so its /run/sshd never touches the host's, with a host key,
 // authorized key and known_hosts files made for this lab.
-func (l *Lab) StartSSHD(ctx context.Context) (*SSHD, error) {
+func (l *Lab) StartSSHD(ctx context.Context) (*SSHD, error) { return l.StartSSHDFor(ctx, "") }
+
+// StartSSHDFor is StartSSHD accepting clientKey (an OpenSSH private key
+// file, "" for a new one): nodes of one cluster take the same login key,
+// each with a host key of its own.
+func (l *Lab) StartSSHDFor(ctx context.Context, clientKey string) (*SSHD, error) {
 	dir := filepath.Join(l.Dir, "ssh")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -46,7 +53,13 @@ func (l *Lab) StartSSHD(ctx context.Context) (*SSHD, error) {
 	if err != nil {
 		return nil, err
 	}
-	clientPub, err := writeKey(filepath.Join(dir, "client_ed25519"))
+	var clientPub ssh.PublicKey
+	if clientKey == "" {
+		clientKey = filepath.Join(dir, "client_ed25519")
+		clientPub, err = writeKey(clientKey)
+	} else {
+		clientPub, err = readPublicKey(clientKey)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +71,7 @@ func (l *Lab) StartSSHD(ctx context.Context) (*SSHD, error) {
 	if err := os.WriteFile(auth, ssh.MarshalAuthorizedKey(clientPub), 0o600); err != nil {
 		return nil, err
 	}
-	s := &SSHD{Port: 22, User: "root", ClientKey: filepath.Join(dir, "client_ed25519"), HostKey: hostPub,
+	s := &SSHD{Port: 22, User: "root", ClientKey: clientKey, Dir: dir, HostKey: hostPub,
 		KnownHosts: filepath.Join(dir, "known_hosts"), WrongKnownHosts: filepath.Join(dir, "known_hosts.wrong")}
 	s.Addr = net.JoinHostPort(l.NodeIP.String(), "22")
 	if err := os.WriteFile(s.KnownHosts, []byte(knownhosts.Line([]string{s.Addr}, hostPub)+"\n"), 0o600); err != nil {
@@ -129,4 +142,17 @@ func writeKey(path string) (ssh.PublicKey, error) {
 		return nil, err
 	}
 	return sp, os.WriteFile(path+".pub", ssh.MarshalAuthorizedKey(sp), 0o644)
+}
+
+// readPublicKey reads the public half of an OpenSSH private key file.
+func readPublicKey(path string) (ssh.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := ssh.ParsePrivateKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("reading the client key %s: %w", path, err)
+	}
+	return signer.PublicKey(), nil
 }
