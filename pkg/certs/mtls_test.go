@@ -105,7 +105,23 @@ func TestEffectiveMTLS(t *testing.T) {
 			want: MTLS{Mode: "STRICT", From: "PeerAuthentication default/frontend (workload)", Ports: []PortMTLS{
 				{Port: 80, Mode: "PERMISSIVE", From: "PeerAuthentication default/frontend (port-level)"},
 				{Port: 8080, Mode: "DISABLE", From: "PeerAuthentication default/frontend (port-level)"},
+				{Port: 9090, Mode: "STRICT", From: "PeerAuthentication default/frontend (port-level)"},
 			}},
+		},
+		{
+			name: "an empty selector is namespace-wide: no port-level modes, a workload policy still overrides it",
+			policies: []runtime.Object{
+				peerAuth("default", "all", 2*time.Hour, map[string]string{}, disable, map[uint32]securityv1beta1.PeerAuthentication_MutualTLS_Mode{8080: strict}),
+			},
+			want: MTLS{Mode: "DISABLE", From: "PeerAuthentication default/all (namespace)"},
+		},
+		{
+			name: "an empty selector under a workload policy",
+			policies: []runtime.Object{
+				peerAuth("default", "all", 2*time.Hour, map[string]string{}, disable, nil),
+				peerAuth("default", "frontend", time.Hour, app, unset, nil),
+			},
+			want: MTLS{Mode: "DISABLE", From: "PeerAuthentication default/all (namespace)"},
 		},
 		{
 			name: "workload in another namespace does not apply",

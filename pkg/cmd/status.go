@@ -14,6 +14,7 @@ import (
 
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/controlplane"
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/inject"
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/mesh"
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/options"
 )
 
@@ -23,6 +24,7 @@ type StatusOptions struct {
 	AllNamespaces bool
 	Output        string
 	Namespaces    []string
+	RootNamespace string
 
 	kube    kubernetes.Interface
 	istio   istioclient.Interface
@@ -31,14 +33,16 @@ type StatusOptions struct {
 
 // NewCmdStatus returns the status command.
 func NewCmdStatus(root *options.Options) *cobra.Command {
-	o := &StatusOptions{Options: root}
+	o := &StatusOptions{Options: root, RootNamespace: mesh.DefaultRootNamespace}
 	cmd := &cobra.Command{
 		Use:   "status [-n NAMESPACE | -A] [-o wide|json|yaml]",
 		Short: "Show the control plane and each namespace's injection, sidecars and mTLS",
 		Long: `Show the Istio control plane (revisions, tags, versions, injector) and, per
 namespace: injection mode (sidecar, revision X, ambient, off, conflicting
 labels), workloads whose pods all have a sidecar, pods needing a restart,
-sidecar versions and skew, and the effective namespace-wide mTLS mode.
+sidecar versions and skew, and the effective namespace-wide mTLS mode
+(PeerAuthentications resolved as istiod does; the mesh-wide policy is read
+from meshConfig's rootNamespace, else --root-namespace).
 
 Namespaces in ambient mode (labelled istio.io/dataplane-mode=ambient, or
 with pods so labelled, or naming a waypoint with istio.io/use-waypoint) get
@@ -73,6 +77,7 @@ by Istio's standard webhook selectors.`,
 	}
 	cmd.Flags().BoolVarP(&o.AllNamespaces, "all-namespaces", "A", false, "Show all namespaces")
 	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "Output format: wide, json or yaml")
+	cmd.Flags().StringVar(&o.RootNamespace, "root-namespace", o.RootNamespace, "Istio's root namespace, where the mesh-wide PeerAuthentication lives, when meshConfig.rootNamespace does not say")
 	return cmd
 }
 
@@ -107,7 +112,7 @@ func (o *StatusOptions) Validate() error {
 
 // Run builds and prints the report.
 func (o *StatusOptions) Run(ctx context.Context) error {
-	rep, err := inject.BuildStatusWithGateways(ctx, o.kube, o.istio, o.dynamic, inject.Scope{AllNamespaces: o.AllNamespaces, Namespaces: o.Namespaces})
+	rep, err := inject.BuildStatusWithGateways(ctx, o.kube, o.istio, o.dynamic, inject.Scope{AllNamespaces: o.AllNamespaces, Namespaces: o.Namespaces, RootNamespace: o.RootNamespace})
 	if err != nil {
 		return err
 	}

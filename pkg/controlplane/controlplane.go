@@ -40,6 +40,10 @@ type ControlPlane struct {
 	Version string `json:"version,omitempty"`
 	// Namespace is where istiod's objects live (usually istio-system).
 	Namespace string `json:"namespace,omitempty"`
+	// RootNamespace is meshConfig.rootNamespace from the revision's mesh
+	// ConfigMap ("istio" or "istio-REVISION"); "" when it does not say or
+	// could not be read.
+	RootNamespace string `json:"-"`
 	// Injector names the MutatingWebhookConfiguration that injects sidecars
 	// for this revision ("" when there is none).
 	Injector string `json:"injector,omitempty"`
@@ -203,6 +207,10 @@ func Discover(ctx context.Context, kube kubernetes.Interface) (Inventory, error)
 	default:
 		for i := range cms.Items {
 			cm := &cms.Items[i]
+			if rev, root := meshRootNamespace(cm); root != "" {
+				get(rev).RootNamespace = root
+				continue
+			}
 			if !strings.HasPrefix(cm.Name, "istio-sidecar-injector") {
 				continue
 			}
@@ -286,6 +294,41 @@ func (inv *Inventory) addWebhooks(configs []admissionregistrationv1.MutatingWebh
 			cp.Injector = c.Name
 		}
 	}
+}
+
+// RootNamespace is Istio's root namespace: meshConfig.rootNamespace of the
+// default revision, else of the first revision that sets it, else fallback.
+func (inv Inventory) RootNamespace(fallback string) string {
+	root := ""
+	for _, cp := range inv.ControlPlanes {
+		if cp.RootNamespace == "" {
+			continue
+		}
+		if root == "" || cp.Revision == DefaultRevision {
+			root = cp.RootNamespace
+		}
+	}
+	if root == "" {
+		return fallback
+	}
+	return root
+}
+
+// meshRootNamespace reads rootNamespace from a mesh ConfigMap ("istio" for
+// the default revision, "istio-REVISION" otherwise, key "mesh"); root is
+// "" for any other ConfigMap or when the mesh config does not set it.
+func meshRootNamespace(cm *corev1.ConfigMap) (revision, root string) {
+	revision = cm.Labels[LabelRev]
+	if cm.Name != "istio" && (revision == "" || cm.Name != "istio-"+revision) {
+		return "", ""
+	}
+	var mc struct {
+		RootNamespace string `json:"rootNamespace"`
+	}
+	if yaml.Unmarshal([]byte(cm.Data["mesh"]), &mc) != nil {
+		return "", ""
+	}
+	return revision, mc.RootNamespace
 }
 
 // injectorValues reads revision and version from the injector ConfigMap's

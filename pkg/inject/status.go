@@ -1,16 +1,15 @@
 package inject
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 
-	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/controlplane"
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/mesh"
 )
 
 // Report is what `status` shows.
@@ -77,13 +77,19 @@ func BuildStatusWithGateways(ctx context.Context, kube kubernetes.Interface, ist
 		invErr  error
 		snap    *Snapshot
 		snapErr error
-		pas     []*securityv1.PeerAuthentication
+		pas     mesh.PeerAuthentications
 		paErr   error
 	)
+	// The root namespace is meshConfig's once Discover has read it; the
+	// fallback is listed meanwhile, and the other one after if they differ.
+	fallback := cmp.Or(scope.RootNamespace, mesh.DefaultRootNamespace)
 	wg.Add(3)
 	go func() { defer wg.Done(); inv, invErr = controlplane.Discover(ctx, kube) }()
 	go func() { defer wg.Done(); snap, snapErr = Collect(ctx, kube, scope) }()
-	go func() { defer wg.Done(); pas, paErr = listPeerAuthentications(ctx, istio, scope) }()
+	go func() {
+		defer wg.Done()
+		pas, paErr = mesh.ListPeerAuthentications(ctx, istio, peerAuthNamespaces(scope, fallback)...)
+	}()
 	wg.Wait()
 	if snapErr != nil {
 		return nil, snapErr
@@ -91,20 +97,21 @@ func BuildStatusWithGateways(ctx context.Context, kube kubernetes.Interface, ist
 	if invErr != nil {
 		return nil, invErr
 	}
+	root := inv.RootNamespace(fallback)
+	if paErr == nil && root != fallback && !scope.AllNamespaces {
+		var more mesh.PeerAuthentications
+		more, paErr = mesh.ListPeerAuthentications(ctx, istio, root)
+		pas.Items, pas.Unreadable = append(pas.Items, more.Items...), append(pas.Unreadable, more.Unreadable...)
+	}
 	rules := NewRules(inv)
 	rep := &Report{ControlPlanes: inv.ControlPlanes, InjectorFound: inv.HasInjector(), Unchecked: inv.Unchecked}
-	if errors.Is(paErr, errPeerAuthenticationsForbidden) {
+	if len(pas.Unreadable) > 0 {
 		rep.Unchecked = append(rep.Unchecked, uncheckedMTLS)
 	}
-
-	root := "istio-system"
-	for _, cp := range inv.ControlPlanes {
-		if cp.Namespace != "" {
-			root = cp.Namespace
-			break
-		}
+	if apierrors.IsNotFound(paErr) {
+		// Missing CRDs make mTLS unknown instead of failing the status.
+		paErr = errors.New("PeerAuthentication CRD not installed")
 	}
-	mtls := newMTLSIndex(pas, root)
 
 	idx := map[string]int{}
 	for _, ns := range snap.Namespaces {
@@ -117,7 +124,8 @@ func BuildStatusWithGateways(ctx context.Context, kube kubernetes.Interface, ist
 		case paErr != nil:
 			st.MTLS = "unknown (" + paErr.Error() + ")"
 		default:
-			st.MTLS, st.WorkloadPolicies = mtls.effective(ns.Name)
+			st.MTLS = namespaceMTLS(pas, root, ns.Name)
+			st.WorkloadPolicies = mesh.WorkloadPolicies(pas.Items, root, ns.Name)
 		}
 		idx[ns.Name] = len(rep.Namespaces)
 		rep.Namespaces = append(rep.Namespaces, st)
@@ -163,88 +171,32 @@ func BuildStatusWithGateways(ctx context.Context, kube kubernetes.Interface, ist
 	return rep, nil
 }
 
-// errPeerAuthenticationsForbidden: the user may not list PeerAuthentications
-// where status needs them.
-var errPeerAuthenticationsForbidden = errors.New("forbidden to list peerauthentications")
-
-// uncheckedMTLS is the note for errPeerAuthenticationsForbidden.
+// uncheckedMTLS is the note for PeerAuthentications the user may not list.
 var uncheckedMTLS = controlplane.Unchecked{What: "PeerAuthentications", Instead: "mTLS modes are shown as unknown",
 	Permission: `"list" on peerauthentications.security.istio.io`}
 
-// listPeerAuthentications lists in the scope plus the mesh root namespace.
-// Missing CRDs or RBAC make mTLS unknown instead of failing the status.
-func listPeerAuthentications(ctx context.Context, istio istioclient.Interface, scope Scope) ([]*securityv1.PeerAuthentication, error) {
-	namespaces := []string{metav1.NamespaceAll}
-	if !scope.AllNamespaces {
-		// The root namespace holds the mesh-wide policy; it is listed with
-		// the others rather than guessed.
-		namespaces = append([]string{}, scope.Namespaces...)
-		namespaces = append(namespaces, "istio-system")
+// peerAuthNamespaces are the namespaces whose PeerAuthentications status
+// lists: the scope's and the root namespace, or all.
+func peerAuthNamespaces(scope Scope, root string) []string {
+	if scope.AllNamespaces {
+		return []string{metav1.NamespaceAll}
 	}
-	var out []*securityv1.PeerAuthentication
-	seen := map[string]bool{}
-	for _, ns := range namespaces {
-		if seen[ns] {
-			continue
-		}
-		seen[ns] = true
-		list, err := istio.SecurityV1().PeerAuthentications(ns).List(ctx, metav1.ListOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			return nil, fmt.Errorf("PeerAuthentication CRD not installed")
-		case apierrors.IsForbidden(err):
-			return nil, errPeerAuthenticationsForbidden
-		case err != nil:
-			return nil, fmt.Errorf("listing peerauthentications: %w", err)
-		}
-		out = append(out, list.Items...)
-	}
-	return out, nil
+	return append(slices.Clone(scope.Namespaces), root)
 }
 
-type mtlsIndex struct {
-	root      string
-	nsWide    map[string]*securityv1.PeerAuthentication
-	workloads map[string]int
-}
-
-func newMTLSIndex(pas []*securityv1.PeerAuthentication, root string) *mtlsIndex {
-	m := &mtlsIndex{root: root, nsWide: map[string]*securityv1.PeerAuthentication{}, workloads: map[string]int{}}
-	// Istio uses the oldest namespace-wide policy when there are several.
-	sort.SliceStable(pas, func(i, j int) bool {
-		a, b := pas[i].CreationTimestamp, pas[j].CreationTimestamp
-		if !a.Equal(&b) {
-			return a.Before(&b)
-		}
-		return pas[i].Name < pas[j].Name
-	})
-	for _, pa := range pas {
-		if len(pa.Spec.GetSelector().GetMatchLabels()) > 0 {
-			m.workloads[pa.Namespace]++
-			continue
-		}
-		if _, ok := m.nsWide[pa.Namespace]; !ok {
-			m.nsWide[pa.Namespace] = pa
-		}
+// namespaceMTLS is the namespace-wide mode as status prints it, e.g.
+// "STRICT (namespace policy default)", and the number of workload policies.
+func namespaceMTLS(pas mesh.PeerAuthentications, root, ns string) string {
+	m := mesh.ResolvePeerAuthentication(pas, root, ns, nil)
+	switch m.Level {
+	case mesh.LevelNamespace:
+		return fmt.Sprintf("%s (namespace policy %s)", m.Mode, m.Policy.Name)
+	case mesh.LevelMesh:
+		return fmt.Sprintf("%s (mesh policy %s/%s)", m.Mode, m.Policy.Namespace, m.Policy.Name)
+	case mesh.LevelDefault:
+		return m.Mode + " (default)"
 	}
-	return m
-}
-
-// effective is the namespace-wide mode: the namespace's policy, else the
-// mesh-wide one in the root namespace, else Istio's default PERMISSIVE.
-// UNSET inherits from the level above.
-func (m *mtlsIndex) effective(ns string) (string, int) {
-	if pa := m.nsWide[ns]; pa != nil && ns != m.root {
-		if mode := pa.Spec.GetMtls().GetMode().String(); mode != "UNSET" {
-			return fmt.Sprintf("%s (namespace policy %s)", mode, pa.Name), m.workloads[ns]
-		}
-	}
-	if pa := m.nsWide[m.root]; pa != nil {
-		if mode := pa.Spec.GetMtls().GetMode().String(); mode != "UNSET" {
-			return fmt.Sprintf("%s (mesh policy %s/%s)", mode, m.root, pa.Name), m.workloads[ns]
-		}
-	}
-	return "PERMISSIVE (default)", m.workloads[ns]
+	return "unknown (forbidden to list peerauthentications)"
 }
 
 // NeedRestartSummary is the one-line hint enable/disable print.

@@ -70,6 +70,9 @@ func (s *Snapshot) Namespace(name string) *corev1.Namespace {
 type Scope struct {
 	AllNamespaces bool
 	Namespaces    []string
+	// RootNamespace is Istio's root namespace when no meshConfig says
+	// (--root-namespace); "" is mesh.DefaultRootNamespace.
+	RootNamespace string
 }
 
 // NamespaceNotFoundError is a namespace argument that does not exist.
