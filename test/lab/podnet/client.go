@@ -26,14 +26,19 @@ const BackendService = "backend"
 // Result is one request a pod made through its proxy (or kube-proxy).
 type Result struct {
 	Target Target
-	// MTLS is set when the connection was Istio mTLS.
+	// MTLS is set when the connection was Istio mTLS; HBONE when ztunnel
+	// carried it.
 	MTLS   bool
+	HBONE  bool
 	Status int
 	Body   string
 }
 
 // Mode is how the request travelled, as the frontend logs it.
 func (r Result) Mode() string {
+	if r.HBONE {
+		return "hbone"
+	}
 	if r.MTLS {
 		return "mtls"
 	}
@@ -45,6 +50,9 @@ func (r Result) Mode() string {
 // two sidecars it goes over Istio mTLS on a pooled connection, as Envoy
 // sends it; otherwise on a new plaintext connection per request.
 func (d *daemon) call(ctx context.Context, p *pod, req Request, method string, header http.Header) (Result, error) {
+	if st := p.hbone.Load(); st != nil {
+		return d.callAmbient(ctx, p, st, req, method, header)
+	}
 	t, err := d.pick(req, p.sidecar)
 	if err != nil {
 		return Result{}, err
@@ -154,6 +162,8 @@ func roundTrip(ctx context.Context, conn net.Conn, br *bufio.Reader, hr *http.Re
 	return resp.StatusCode, string(b), !resp.Close && !hr.Close, nil
 }
 
+// verifySPIFFE checks the peer's chain against roots and its SPIFFE ID:
+// want, or any of the trust domain when want is "".
 func verifySPIFFE(roots *x509.CertPool, want string) func([][]byte, [][]*x509.Certificate) error {
 	return func(raw [][]byte, _ [][]*x509.Certificate) error {
 		if len(raw) == 0 {
@@ -175,9 +185,12 @@ func verifySPIFFE(roots *x509.CertPool, want string) func([][]byte, [][]*x509.Ce
 			return err
 		}
 		for _, u := range chain[0].URIs {
-			if u.String() == want {
+			if u.String() == want || want == "" && strings.HasPrefix(u.String(), "spiffe://"+istioca.DefaultTrustDomain+"/") {
 				return nil
 			}
+		}
+		if want == "" {
+			return fmt.Errorf("peer identity is %v, not a SPIFFE ID of trust domain %s", chain[0].URIs, istioca.DefaultTrustDomain)
 		}
 		return fmt.Errorf("peer identity is %v, want %s", chain[0].URIs, want)
 	}

@@ -62,6 +62,7 @@ type daemon struct {
 	rndMu     sync.Mutex
 	rnd       *rand.Rand
 	readyOnce sync.Once
+	amb       *ambient // the ztunnel stand-in (ztunnel.go)
 }
 
 func newDaemon(cfg Config, n *node) (*daemon, error) {
@@ -94,7 +95,7 @@ func newDaemon(cfg Config, n *node) (*daemon, error) {
 
 	// Pods of the workshop apps on our node only; Services, EndpointSlices
 	// and Istio's routing everywhere (they are few).
-	appSel, _ := labels.NewRequirement("app", selection.In, []string{AppFrontend, AppBackend, AppGateway})
+	appSel, _ := labels.NewRequirement("app", selection.In, []string{AppFrontend, AppBackend, AppGateway, AppZtunnel})
 	podF := informers.NewSharedInformerFactoryWithOptions(d.kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.LabelSelector = appSel.String()
 		o.FieldSelector = "spec.nodeName=" + cfg.Node
@@ -125,6 +126,9 @@ func newDaemon(cfg Config, n *node) (*daemon, error) {
 	}
 	// Services: the node's NodePorts follow them.
 	if _, err := kf.Core().V1().Services().Informer().AddEventHandler(h); err != nil {
+		return nil, err
+	}
+	if err := d.initAmbient(kf, h); err != nil {
 		return nil, err
 	}
 	d.starters = []starter{podF, kf, isf}
@@ -189,7 +193,7 @@ func (d *daemon) sync(ctx context.Context) bool {
 	}
 	want := map[string]*corev1.Pod{}
 	for _, p := range all {
-		if wanted(p) {
+		if wanted(p) || d.wantedAmbient(p) {
 			want[string(p.UID)] = p
 		}
 	}
@@ -222,6 +226,9 @@ func (d *daemon) sync(ctx context.Context) bool {
 		}
 		delete(d.failures, uid)
 		d.running[uid] = rp
+	}
+	if d.syncAmbient(ctx) {
+		failed = true
 	}
 	d.syncNodePorts(ctx)
 	if !failed {

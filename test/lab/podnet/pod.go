@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -56,6 +57,8 @@ type pod struct {
 	// cached answer from the cluster DNS.
 	pool *upstreamPool
 	dns  dnsCache
+	// hbone is set while a ztunnel carries the pod's traffic (ztunnel.go).
+	hbone atomic.Pointer[hboneState]
 
 	appLog, proxyLog *criLog
 	cancel           context.CancelFunc
@@ -67,6 +70,9 @@ func (d *daemon) start(ctx context.Context, kp *corev1.Pod) (_ *pod, err error) 
 	addr, err := netip.ParseAddr(kp.Status.PodIP)
 	if err != nil || !addr.Is4() {
 		return nil, fmt.Errorf("pod IP %q is not an IPv4 address", kp.Status.PodIP)
+	}
+	if kp.Labels["app"] == AppZtunnel {
+		return d.startZtunnel(ctx, kp, addr)
 	}
 	p := &pod{
 		namespace: kp.Namespace, name: kp.Name, uid: string(kp.UID), labels: kp.Labels,
@@ -143,6 +149,9 @@ func (d *daemon) stop(p *pod) {
 		p.cancel()
 	}
 	p.wg.Wait()
+	if d.amb != nil {
+		d.stopHBONE(p)
+	}
 	for i := len(p.closers) - 1; i >= 0; i-- {
 		p.closers[i]()
 	}
