@@ -5,29 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/kubectl/pkg/polymorphichelpers"
-	"k8s.io/kubectl/pkg/scheme"
 
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/certs"
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/options"
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/target"
 )
 
 // certsVerdictExitCode is the exit status when certificates were read but
 // failed the verdict (or --compare found no shared trust), so scripts can
 // tell it from "could not read them" (1).
 const certsVerdictExitCode = 2
-
-// podWaitTimeout bounds the wait for a workload's pod (TYPE/NAME).
-const podWaitTimeout = 20 * time.Second
 
 // CertsOptions is `kubectl mesh certs`.
 type CertsOptions struct {
@@ -82,7 +75,9 @@ identity check says "no pod to compare". An identity without a certificate
 yet (WARMING, Initializing) gives the verdict PENDING.
 
 A NAME alone is a pod, or else the Deployment, StatefulSet or DaemonSet of
-that name. Exit status: 0 when the verdict is OK, 1 when the certificates
+that name. A workload (TYPE/NAME, or such a NAME) is read from its first
+running pod by name, with a note when it has more; -l reads every running
+pod that matches. Exit status: 0 when the verdict is OK, 1 when the certificates
 could not be read, 2 when the verdict (or --compare) failed.`,
 		Example: `  # The certificates of the frontend workload, verified
   kubectl mesh certs frontend-app
@@ -296,70 +291,28 @@ func verdictError(res certs.Result) error {
 	return &CertsVerdictError{Lines: lines}
 }
 
-// resolve turns arguments into pods the way kubectl exec and logs do: a
-// NAME is a pod, TYPE/NAME and TYPE NAME go through the RESTMapper and the
-// workload's first active pod, -l selects pods. A NAME that is no pod is
-// looked up as a workload, so `certs frontend-app` works for a Deployment.
+// resolve turns arguments into pods with the shared target resolver: a
+// NAME is a pod, or else the workload of that name; TYPE/NAME and TYPE NAME
+// go through the RESTMapper. A workload is read from its first running pod
+// (by name), with a note when it has more; -l reads every running pod.
 func (o *CertsOptions) resolve(ctx context.Context, ns string, args []string) ([]*corev1.Pod, error) {
-	if o.Selector != "" {
-		list, err := o.kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: o.Selector})
-		if err != nil {
-			return nil, fmt.Errorf("listing pods with selector %q in namespace %s: %w", o.Selector, ns, err)
-		}
-		if len(list.Items) == 0 {
-			return nil, fmt.Errorf("no pods match selector %q in namespace %s", o.Selector, ns)
-		}
-		pods := make([]*corev1.Pod, len(list.Items))
-		for i := range list.Items {
-			pods[i] = &list.Items[i]
-		}
-		return pods, nil
-	}
-	if len(args) == 1 && !strings.Contains(args[0], "/") {
-		pod, err := o.kube.CoreV1().Pods(ns).Get(ctx, args[0], metav1.GetOptions{})
-		if err == nil {
-			return []*corev1.Pod{pod}, nil
-		}
-		if !apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("getting pod %s/%s: %w", ns, args[0], err)
-		}
-		for _, kind := range []string{"deployment", "statefulset", "daemonset"} {
-			pod, werr := o.podFor(ns, []string{kind + "/" + args[0]})
-			if werr == nil {
-				fmt.Fprintf(o.ErrOut, "note: no pod %q; using pod %s of %s/%s\n", args[0], pod.Name, kind, args[0])
-				return []*corev1.Pod{pod}, nil
-			}
-		}
-		return nil, fmt.Errorf("no pod, deployment, statefulset or daemonset named %q in namespace %s; list pods with: kubectl get pods -n %s", args[0], ns, ns)
-	}
-	pod, err := o.podFor(ns, args)
+	r := &target.Resolver{Kube: o.kube, Factory: o.Factory}
+	t, err := r.Resolve(ctx, target.Request{Namespace: ns, Args: args, Selector: o.Selector})
 	if err != nil {
 		return nil, err
 	}
-	return []*corev1.Pod{pod}, nil
-}
-
-// podFor resolves TYPE/NAME (or TYPE NAME) to one pod through the builder.
-func (o *CertsOptions) podFor(ns string, args []string) (*corev1.Pod, error) {
-	f, err := o.Factory()
-	if err != nil {
-		return nil, err
+	if t.Kind != target.KindWorkload {
+		return t.Pods, nil
 	}
-	obj, err := f.NewBuilder().
-		WithScheme(scheme.Scheme, scheme.Scheme.PrioritizedVersionsAllGroups()...).
-		NamespaceParam(ns).DefaultNamespace().
-		ResourceTypeOrNameArgs(true, args...).
-		SingleResourceType().
-		Latest().
-		Do().Object()
-	if err != nil {
-		return nil, err
+	first := t.Pods[0]
+	if t.Fallback != "" {
+		fmt.Fprintf(o.ErrOut, "note: no pod %q; using pod %s of %s\n", args[0], first.Name, t.Fallback)
 	}
-	pod, err := polymorphichelpers.AttachablePodForObjectFn(f, obj, podWaitTimeout)
-	if err != nil {
-		return nil, fmt.Errorf("finding a pod for %s: %w", strings.Join(args, " "), err)
+	if len(t.Pods) > 1 {
+		fmt.Fprintf(o.ErrOut, "note: %s has %d running pods; showing %s (all of them: kubectl mesh certs -n %s -l %s)\n",
+			t.What, len(t.Pods), first.Name, ns, t.Selector)
 	}
-	return pod, nil
+	return []*corev1.Pod{first}, nil
 }
 
 // resolveCompare reads --compare: POD, TYPE/NAME, or NAMESPACE/TYPE/NAME

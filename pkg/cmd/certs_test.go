@@ -56,6 +56,7 @@ func golden(t *testing.T, name, got string) {
 func TestCerts(t *testing.T) {
 	app := map[string]string{"app": "web"}
 	pods := []runtime.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "default"}},
 		certsPod("web-1", "", app, true),
 		certsPod("web-2", "default", app, true),
 		certsPod("cart-1", "cart", map[string]string{"app": "cart"}, true),
