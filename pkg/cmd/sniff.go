@@ -6,21 +6,14 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/kubectl/pkg/polymorphichelpers"
-	kubectlscheme "k8s.io/kubectl/pkg/scheme"
 
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/options"
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/sniff"
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/target"
 )
 
 // Exit codes of `kubectl mesh sniff --expect`.
@@ -72,6 +65,16 @@ checked against known_hosts. The remote tcpdump always stops: on
 --duration, --count, Ctrl-C or a dropped connection. -r analyses a saved
 pcap or pcapng file instead.
 
+A workload (TYPE/NAME, or a NAME that is no pod) or -l SELECTOR means every
+running pod of it: one capture per node, all nodes at once, each filtered to
+that node's pods (on interface any when a node runs several). With pods on
+several nodes each node's report is printed, then the overall verdict: the
+worst wins (plaintext on one node and mTLS on another is MIXED, one unproven
+node keeps it unproven, a node without traffic adds nothing); --expect and
+the exit code use it, -o json has "verdict" and per node "nodes". A node that
+cannot be captured is named and the exit code is 1. --node-address and -w
+need pods on one node.
+
 Every packet counts: UDP, ICMP and other IP traffic is classified (DNS,
 QUIC, DTLS, printable text) and searched by --grep, and IP fragments are
 reassembled. Istio's plaintext-by-design traffic (kubelet probes, metrics
@@ -121,7 +124,7 @@ func NewCmdSniff(root *options.Options) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&o.Selector, "selector", "l", "", "Capture a pod matching this label selector")
+	f.StringVarP(&o.Selector, "selector", "l", "", "Capture every running pod matching this label selector")
 	f.StringVar(&o.Via, "via", o.Via, "How to reach the node: ssh, pod (creates a capture pod on the node) or auto (SSH when flags or ssh_config give settings; never a pod)")
 	f.StringVar(&o.NodeAddress, "node-address", "", "SSH to this address instead of the node's InternalIP")
 	f.StringVar(&o.SSHUser, "ssh-user", "", "SSH user (default: from ssh_config, else $USER); unless root, only tcpdump runs, as sudo -n tcpdump")
@@ -217,207 +220,126 @@ func (o *SniffOptions) out() io.Writer {
 // Run captures (or reads) and prints the events, summary and verdict.
 func (o *SniffOptions) Run(ctx context.Context) error {
 	cfg := sniff.Config{Grep: o.Grep, MaxPackets: o.Count, IncludeInfra: o.IncludeInfra}
+	if o.Read == "" {
+		return o.runLive(ctx, cfg)
+	}
 	if o.Output == "" {
 		w := o.out()
 		cfg.OnEvent = func(ev sniff.Event) { fmt.Fprintln(w, sniff.FormatEvent(ev)) }
 	}
-	var rep *sniff.Report
-	var capErr error
-	if o.Read != "" {
-		f, err := os.Open(o.Read)
-		if err != nil {
-			return fmt.Errorf("opening the capture: %w", err)
-		}
-		defer f.Close()
-		rep, capErr = sniff.Analyze(ctx, f, cfg)
-		if errors.Is(capErr, sniff.ErrPacketLimit) {
-			capErr = nil
-		}
-		if capErr != nil {
-			return fmt.Errorf("analysing %s: %w", o.Read, capErr)
-		}
-	} else {
-		var err error
-		rep, capErr, err = o.capture(ctx, cfg)
-		if err != nil {
-			return err
-		}
+	f, err := os.Open(o.Read)
+	if err != nil {
+		return fmt.Errorf("opening the capture: %w", err)
 	}
-	if o.Output == "json" {
-		if err := sniff.WriteJSON(o.Out, rep); err != nil {
-			return err
-		}
-	} else if err := sniff.WriteSummary(o.out(), rep); err != nil {
+	defer f.Close()
+	rep, err := sniff.Analyze(ctx, f, cfg)
+	if err != nil && !errors.Is(err, sniff.ErrPacketLimit) {
+		return fmt.Errorf("analysing %s: %w", o.Read, err)
+	}
+	if err := o.print(rep); err != nil {
 		return err
-	}
-	if capErr != nil {
-		return capErr
 	}
 	return checkExpect(o.Expect, rep.Verdict)
 }
 
-// capture finds the pod and its node and runs the capture. err is a failure
-// before any packet; capErr one after a (partial) report exists.
-func (o *SniffOptions) capture(ctx context.Context, cfg sniff.Config) (rep *sniff.Report, capErr, err error) {
-	pod, err := o.resolvePod(ctx)
+func (o *SniffOptions) print(rep *sniff.Report) error {
+	if o.Output == "json" {
+		return sniff.WriteJSON(o.Out, rep)
+	}
+	return sniff.WriteSummary(o.out(), rep)
+}
+
+// runLive resolves the pods, captures on each of their nodes at once (one
+// capture per node, filtered to that node's pods) and prints one report,
+// or with several nodes each node's report and the overall verdict.
+func (o *SniffOptions) runLive(ctx context.Context, cfg sniff.Config) error {
+	r := &target.Resolver{Kube: o.kube, Factory: o.Factory}
+	t, err := r.Resolve(ctx, target.Request{Namespace: o.ns, Args: o.args, Selector: o.Selector})
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
-	var ips []string
-	for _, ip := range pod.Status.PodIPs {
-		ips = append(ips, ip.IP)
-	}
-	if len(ips) == 0 && pod.Status.PodIP != "" {
-		ips = []string{pod.Status.PodIP}
-	}
-	cfg.Pod = sniff.NewPodContext(ctx, o.kube, []*corev1.Pod{pod})
-	if pod.Spec.HostNetwork {
-		fmt.Fprintf(o.ErrOut, "note: pod %s uses the host network: its address is the node's, so other traffic of the node shows too\n", pod.Name)
-	}
-	spec := sniff.CaptureSpec{PodIPs: ips, Interface: o.Interface, Filter: o.Filter, Count: o.Count, Duration: o.Duration}
-	if _, err := sniff.TcpdumpArgs(spec, "any"); err != nil {
-		return nil, nil, fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, err)
-	}
-	if pod.Spec.NodeName == "" {
-		return nil, nil, fmt.Errorf("pod %s/%s is not scheduled to a node yet", pod.Namespace, pod.Name)
-	}
-	runner, err := o.runner(ctx, pod.Spec.NodeName)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer func() {
-		if cerr := runner.Close(); cerr != nil && err == nil {
-			fmt.Fprintf(o.ErrOut, "warning: %v\n", cerr)
+	groups, skipped := sniff.GroupByNode(t.Pods)
+	if len(groups) == 0 {
+		if len(t.Pods) == 1 && t.Pods[0].Spec.NodeName == "" {
+			return fmt.Errorf("pod %s/%s is not scheduled to a node yet", t.Pods[0].Namespace, t.Pods[0].Name)
 		}
-	}()
-	fmt.Fprintf(o.ErrOut, "sniffing pod %s/%s (%s) on %s\n", pod.Namespace, pod.Name, strings.Join(ips, ", "), runner.Describe())
-	cc := sniff.CaptureConfig{Spec: spec, Analysis: cfg, Notes: o.ErrOut}
-	if o.Write != "" {
-		if o.Write == "-" {
-			cc.Raw = o.Out
-		} else {
-			f, err := os.Create(o.Write)
-			if err != nil {
-				return nil, nil, fmt.Errorf("creating -w file: %w", err)
+		return fmt.Errorf("no pod of %s in namespace %s is on a node with an address yet: wait until they run", t.What, o.ns)
+	}
+	for _, p := range skipped {
+		fmt.Fprintf(o.ErrOut, "note: pod %s/%s is not on a node with an address yet; not captured\n", p.Namespace, p.Name)
+	}
+	if len(groups) > 1 && (o.NodeAddress != "" || o.Write != "") {
+		return fmt.Errorf("--node-address and -w name one node, but the pods of %s run on %d nodes: drop them, or name pods on one node", t.What, len(groups))
+	}
+	gc := sniff.GroupConfig{Transport: o.transport(), Analysis: cfg, Kube: o.kube, Notes: o.ErrOut,
+		Spec: sniff.CaptureSpec{Interface: o.Interface, Filter: o.Filter, Count: o.Count, Duration: o.Duration}}
+	if o.Output == "" {
+		w, prefix := o.out(), len(groups) > 1
+		gc.OnEvent = func(node string, ev sniff.Event) {
+			if prefix {
+				fmt.Fprintf(w, "%s: ", node)
 			}
-			defer f.Close()
-			cc.Raw = f
+			fmt.Fprintln(w, sniff.FormatEvent(ev))
 		}
 	}
-	rep, capErr = sniff.Capture(ctx, runner, cc)
-	if rep == nil {
-		return nil, nil, capErr
-	}
-	return rep, capErr, nil
-}
-
-// resolvePod turns the arguments into one running pod: POD (or, when no pod
-// has that name, a workload of that name or pods labelled app=NAME),
-// TYPE/NAME or TYPE NAME through the RESTMapper, or -l SELECTOR.
-func (o *SniffOptions) resolvePod(ctx context.Context) (*corev1.Pod, error) {
-	pods := o.kube.CoreV1().Pods(o.ns)
-	var selector string
-	what := ""
-	switch {
-	case o.Selector != "":
-		selector, what = o.Selector, "selector "+o.Selector
-	case len(o.args) == 1 && !strings.Contains(o.args[0], "/"):
-		name := o.args[0]
-		pod, err := pods.Get(ctx, name, metav1.GetOptions{})
-		if err == nil {
-			return pod, nil
-		}
-		if !apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("getting pod %s/%s: %w", o.ns, name, err)
-		}
-		sel, err := o.workloadSelector(ctx, name)
+	if o.Write != "" {
+		raw, closeRaw, err := o.rawWriter()
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if sel == "" {
-			sel = labels.Set{"app": name}.String()
-		}
-		selector, what = sel, name
-	default:
-		sel, err := o.builderSelector(ctx)
-		if err != nil {
-			return nil, err
-		}
-		selector, what = sel, strings.Join(o.args, " ")
+		defer closeRaw()
+		gc.Raw = raw
 	}
-	list, err := pods.List(ctx, metav1.ListOptions{LabelSelector: selector})
+	caps := sniff.CaptureNodes(ctx, gc, groups)
+	if len(caps) == 1 && len(skipped) == 0 {
+		c := caps[0]
+		if c.Report == nil {
+			return c.Err
+		}
+		if err := o.print(c.Report); err != nil {
+			return err
+		}
+		if c.Err != nil {
+			return c.Err
+		}
+		return checkExpect(o.Expect, c.Report.Verdict)
+	}
+	gr := sniff.NewGroupReport(caps, skipped)
+	if o.Output == "json" {
+		err = sniff.WriteGroupJSON(o.Out, gr)
+	} else {
+		err = sniff.WriteGroupSummary(o.out(), gr)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("listing pods for %s in namespace %s: %w", what, o.ns, err)
+		return err
 	}
-	var running []corev1.Pod
-	for _, p := range list.Items {
-		if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
-			running = append(running, p)
-		}
+	if err := gr.Err(); err != nil {
+		return err
 	}
-	if len(running) == 0 {
-		return nil, fmt.Errorf("no running pod for %s in namespace %s: check the name, -n and -l", what, o.ns)
-	}
-	sort.Slice(running, func(i, j int) bool { return running[i].Name < running[j].Name })
-	if len(running) > 1 {
-		fmt.Fprintf(o.ErrOut, "%d pods match %s; sniffing %s (name a pod to pick another)\n", len(running), what, running[0].Name)
-	}
-	return &running[0], nil
+	return checkExpect(o.Expect, gr.Verdict)
 }
 
-// workloadSelector finds a Deployment, StatefulSet or DaemonSet called name.
-func (o *SniffOptions) workloadSelector(ctx context.Context, name string) (string, error) {
-	apps := o.kube.AppsV1()
-	var sel *metav1.LabelSelector
-	if d, err := apps.Deployments(o.ns).Get(ctx, name, metav1.GetOptions{}); err == nil {
-		sel = d.Spec.Selector
-	} else if s, err := apps.StatefulSets(o.ns).Get(ctx, name, metav1.GetOptions{}); err == nil {
-		sel = s.Spec.Selector
-	} else if ds, err := apps.DaemonSets(o.ns).Get(ctx, name, metav1.GetOptions{}); err == nil {
-		sel = ds.Spec.Selector
+// rawWriter is where -w writes the pcap: stdout or a new file.
+func (o *SniffOptions) rawWriter() (io.Writer, func(), error) {
+	if o.Write == "-" {
+		return o.Out, func() {}, nil
 	}
-	if sel == nil {
-		return "", nil
-	}
-	s, err := metav1.LabelSelectorAsSelector(sel)
+	f, err := os.Create(o.Write)
 	if err != nil {
-		return "", fmt.Errorf("workload %s has an invalid selector: %w", name, err)
+		return nil, nil, fmt.Errorf("creating -w file: %w", err)
 	}
-	return s.String(), nil
+	return f, func() { f.Close() }, nil
 }
 
-// builderSelector resolves TYPE/NAME like kubectl and returns the selector
-// of the pods it stands for.
-func (o *SniffOptions) builderSelector(ctx context.Context) (string, error) {
-	f, err := o.Factory()
-	if err != nil {
-		return "", err
-	}
-	obj, err := f.NewBuilder().WithScheme(kubectlscheme.Scheme, kubectlscheme.Scheme.PrioritizedVersionsAllGroups()...).
-		NamespaceParam(o.ns).DefaultNamespace().ResourceTypeOrNameArgs(true, o.args...).SingleResourceType().
-		Do().Object()
-	if err != nil {
-		return "", err
-	}
-	if pod, ok := obj.(*corev1.Pod); ok {
-		return "", fmt.Errorf("use the pod's name alone: kubectl mesh sniff %s", pod.Name)
-	}
-	_, sel, err := polymorphichelpers.SelectorsForObject(obj)
-	if err != nil {
-		return "", fmt.Errorf("cannot find the pods of %s: %w", strings.Join(o.args, " "), err)
-	}
-	return sel.String(), nil
-}
-
-// runner connects to the node: the engine picks SSH or a capture pod from
+// transport is how the engine reaches nodes: SSH or a capture pod from
 // --via, the SSH flags and ssh_config.
-func (o *SniffOptions) runner(ctx context.Context, nodeName string) (sniff.Runner, error) {
-	return sniff.OpenRunner(ctx, sniff.TransportConfig{
+func (o *SniffOptions) transport() sniff.TransportConfig {
+	return sniff.TransportConfig{
 		Via: o.Via,
 		SSH: sniff.SSHSettings{Address: o.NodeAddress, User: o.SSHUser, Port: o.SSHPort, KeyFiles: o.SSHKeys,
 			KnownHosts: o.KnownHosts, Jump: o.SSHJump, ConfigFile: o.SSHConfig, InsecureSkipHostKeyCheck: o.InsecureSkip},
 		Env: sniff.DefaultSSHEnv(), Kube: o.kube, REST: o.RESTConfig, Namespace: o.ns, Image: o.Image, Notes: o.ErrOut,
-	}, nodeName)
+	}
 }
 
 // expectError is an --expect that the capture did not meet.

@@ -142,6 +142,10 @@ func TestSniffLiveRejectsBeforeConnecting(t *testing.T) {
 			Status:     corev1.PodStatus{Phase: phase, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}},
 		}
 	}
+	labelled := func(p *corev1.Pod) *corev1.Pod {
+		p.Labels["tier"] = "api"
+		return p
+	}
 	home := t.TempDir()
 	t.Setenv("HOME", home)
 	tests := []struct {
@@ -152,9 +156,16 @@ func TestSniffLiveRejectsBeforeConnecting(t *testing.T) {
 	}{
 		{name: "hostile pod IP", objects: []kruntime.Object{pod("evil", "10.0.0.1'; reboot; '", "node1", corev1.PodRunning)},
 			args: []string{"sniff", "evil", "--ssh-user", "root"}, wantErr: `pod default/evil: refusing pod IP "10.0.0.1'; reboot; '": not a unicast IP address`},
-		{name: "no such pod", args: []string{"sniff", "ghost"}, wantErr: "no running pod for ghost in namespace default: check the name, -n and -l"},
+		{name: "no such pod", args: []string{"sniff", "ghost"}, wantErr: `no pod, deployment, statefulset or daemonset named "ghost" in namespace default; list pods with: kubectl get pods -n default`},
+		{name: "no such namespace", args: []string{"sniff", "ghost", "-n", "nons"}, wantErr: `namespace "nons" not found: check -n (kubectl get namespaces)`},
 		{name: "selector without running pods", objects: []kruntime.Object{pod("web-1", "10.0.0.2", "node1", corev1.PodPending)},
-			args: []string{"sniff", "-l", "app=web-1"}, wantErr: "no running pod for selector app=web-1 in namespace default: check the name, -n and -l"},
+			args: []string{"sniff", "-l", "app=web-1"}, wantErr: "selector app=web-1 in namespace default has no running pod (1 Pending): wait until one runs; see kubectl get pods -n default -l app=web-1"},
+		{name: "one node address for two nodes", objects: []kruntime.Object{labelled(pod("api-1", "10.0.1.2", "node1", corev1.PodRunning)), labelled(pod("api-2", "10.0.2.2", "node2", corev1.PodRunning))},
+			args: []string{"sniff", "-l", "tier=api", "--node-address", "10.0.0.1", "--ssh-user", "root"}, wantErr: "--node-address and -w name one node, but the pods of selector tier=api run on 2 nodes: drop them, or name pods on one node"},
+		{name: "one pcap for two nodes", objects: []kruntime.Object{labelled(pod("api-1", "10.0.1.2", "node1", corev1.PodRunning)), labelled(pod("api-2", "10.0.2.2", "node2", corev1.PodRunning))},
+			args: []string{"sniff", "-l", "tier=api", "-w", "x.pcap", "--ssh-user", "root"}, wantErr: "--node-address and -w name one node, but the pods of selector tier=api run on 2 nodes: drop them, or name pods on one node"},
+		{name: "no pod on a node", objects: []kruntime.Object{labelled(pod("api-1", "10.0.1.2", "", corev1.PodRunning)), labelled(pod("api-2", "", "node2", corev1.PodRunning))},
+			args: []string{"sniff", "-l", "tier=api"}, wantErr: "no pod of selector tier=api in namespace default is on a node with an address yet: wait until they run"},
 		{name: "unscheduled pod", objects: []kruntime.Object{pod("web-2", "10.0.0.3", "", corev1.PodRunning)},
 			args: []string{"sniff", "web-2"}, wantErr: "pod default/web-2 is not scheduled to a node yet"},
 		{name: "node without address", objects: []kruntime.Object{pod("web-3", "10.0.0.4", "node9", corev1.PodRunning), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node9"}}},
@@ -171,9 +182,9 @@ Or pass --via pod: it creates a pod on node node5 in namespace default with host
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := fake.New(tt.objects, nil)
+			f := fake.New(append(tt.objects, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "default"}}), nil)
 			cmd := NewCmdMesh(f.Options)
-			cmd.SetArgs(append(tt.args, "-n", "default"))
+			cmd.SetArgs(append([]string{"-n", "default"}, tt.args...))
 			err := cmd.Execute()
 			if err == nil || err.Error() != tt.wantErr {
 				t.Fatalf("error = %v, want %q", err, tt.wantErr)

@@ -3,6 +3,7 @@ package sniff
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -25,12 +26,28 @@ func (g NodeGroup) IPs() []string {
 	var out []string
 	seen := map[string]bool{}
 	for _, p := range g.Pods {
-		for _, a := range podAddrs(p) {
-			if s := a.String(); !seen[s] {
+		for _, s := range rawIPs(p) {
+			if !seen[s] {
 				seen[s] = true
 				out = append(out, s)
 			}
 		}
+	}
+	return out
+}
+
+// rawIPs are the pod's addresses as the cluster gives them: Capture
+// validates them, and refuses the capture with a clear message if one is
+// not a plain address.
+func rawIPs(p *corev1.Pod) []string {
+	var out []string
+	for _, ip := range p.Status.PodIPs {
+		if ip.IP != "" {
+			out = append(out, ip.IP)
+		}
+	}
+	if len(out) == 0 && p.Status.PodIP != "" {
+		out = []string{p.Status.PodIP}
 	}
 	return out
 }
@@ -40,7 +57,7 @@ func (g NodeGroup) IPs() []string {
 func GroupByNode(pods []*corev1.Pod) (groups []NodeGroup, unscheduled []*corev1.Pod) {
 	byNode := map[string][]*corev1.Pod{}
 	for _, p := range pods {
-		if p.Spec.NodeName == "" || len(podAddrs(p)) == 0 {
+		if p.Spec.NodeName == "" || len(rawIPs(p)) == 0 {
 			unscheduled = append(unscheduled, p)
 			continue
 		}
@@ -119,12 +136,12 @@ func CaptureNodes(ctx context.Context, cfg GroupConfig, groups []NodeGroup) []No
 	var wg sync.WaitGroup
 	for i, g := range groups {
 		out[i] = NodeCapture{Node: g.Node, Pods: g.Pods}
-		var w io.Writer = &lockedWriter{mu: &mu, w: notes}
+		w := &prefixWriter{mu: &mu, w: notes}
 		if len(groups) > 1 {
-			w = &prefixWriter{mu: &mu, w: notes, prefix: g.Node + ": "}
+			w.prefix = g.Node + ": "
 		}
 		wg.Add(1)
-		go func(i int, g NodeGroup, w io.Writer) {
+		go func(i int, g NodeGroup, w *prefixWriter) {
 			defer wg.Done()
 			nc := cfg
 			nc.Notes = w
@@ -141,9 +158,7 @@ func CaptureNodes(ctx context.Context, cfg GroupConfig, groups []NodeGroup) []No
 				}
 			}
 			out[i].Report, out[i].Err = captureGroup(ctx, nc, g)
-			if pw, ok := w.(*prefixWriter); ok {
-				pw.flush()
-			}
+			w.flush()
 		}(i, g, w)
 	}
 	wg.Wait()
@@ -228,18 +243,6 @@ func OverallVerdict(captures []NodeCapture) Verdict {
 	return decideCapture(t)
 }
 
-// lockedWriter serialises writes of concurrent captures.
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
 // prefixWriter writes whole lines, each prefixed, under a shared lock.
 type prefixWriter struct {
 	mu     *sync.Mutex
@@ -273,4 +276,111 @@ func (p *prefixWriter) flush() {
 		fmt.Fprintf(p.w, "%s%s\n", p.prefix, p.buf)
 		p.buf = nil
 	}
+}
+
+// GroupReport is the JSON of a capture on several nodes: the overall
+// verdict (as in a one-node report, so `.verdict` reads both) and each
+// node's report or error.
+type GroupReport struct {
+	Verdict Verdict      `json:"verdict"`
+	Nodes   []NodeReport `json:"nodes"`
+	// Skipped are pods not captured: not scheduled or without an address.
+	Skipped []string `json:"skipped,omitempty"`
+}
+
+// NodeReport is one node of a GroupReport.
+type NodeReport struct {
+	Node   string   `json:"node"`
+	Pods   []string `json:"pods"`
+	PodIPs []string `json:"podIPs"`
+	Error  string   `json:"error,omitempty"`
+	Report *Report  `json:"report,omitempty"`
+}
+
+// NewGroupReport gathers the captures' outcomes.
+func NewGroupReport(captures []NodeCapture, skipped []*corev1.Pod) GroupReport {
+	gr := GroupReport{Verdict: OverallVerdict(captures), Nodes: []NodeReport{}}
+	for _, c := range captures {
+		nr := NodeReport{Node: c.Node, Pods: podRefs(c.Pods), PodIPs: NodeGroup{Pods: c.Pods}.IPs(), Report: c.Report}
+		if c.Err != nil {
+			nr.Error = c.Err.Error()
+		}
+		gr.Nodes = append(gr.Nodes, nr)
+	}
+	gr.Skipped = podRefs(skipped)
+	return gr
+}
+
+// Err names the nodes whose capture failed, or is nil.
+func (gr GroupReport) Err() error {
+	var failed []string
+	for _, n := range gr.Nodes {
+		if n.Error != "" {
+			failed = append(failed, fmt.Sprintf("node %s: %s", n.Node, n.Error))
+		}
+	}
+	if len(failed) == 0 {
+		return nil
+	}
+	return fmt.Errorf("the capture failed on %d of %d nodes, so the verdict does not cover their pods:\n%s", len(failed), len(gr.Nodes), strings.Join(failed, "\n"))
+}
+
+func podRefs(pods []*corev1.Pod) []string {
+	var out []string
+	for _, p := range pods {
+		out = append(out, p.Namespace+"/"+p.Name)
+	}
+	return out
+}
+
+// WriteGroupJSON prints a GroupReport as one indented JSON object.
+func WriteGroupJSON(w io.Writer, gr GroupReport) error {
+	b, err := json.MarshalIndent(gr, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}
+
+// WriteGroupSummary prints each node's summary under a header naming its
+// pods, then the overall verdict.
+func WriteGroupSummary(w io.Writer, gr GroupReport) error {
+	failed := 0
+	for _, n := range gr.Nodes {
+		fmt.Fprintf(w, "=== node %s: %s (%s)\n", n.Node, strings.Join(n.Pods, ", "), strings.Join(n.PodIPs, ", "))
+		if n.Report != nil {
+			if err := WriteSummary(w, n.Report); err != nil {
+				return err
+			}
+		}
+		if n.Error != "" {
+			failed++
+			fmt.Fprintf(w, "Not captured: %s\n", n.Error)
+		}
+		fmt.Fprintln(w)
+	}
+	var notes []string
+	if failed > 0 {
+		notes = append(notes, fmt.Sprintf("%d of %d nodes not fully captured", failed, len(gr.Nodes)))
+	}
+	if len(gr.Skipped) > 0 {
+		notes = append(notes, fmt.Sprintf("pods not captured: %s", strings.Join(gr.Skipped, ", ")))
+	}
+	tail := ""
+	if len(notes) > 0 {
+		tail = "; " + strings.Join(notes, "; ")
+	}
+	_, err := fmt.Fprintf(w, "Overall verdict: %s (%s on %s%s)\n", gr.Verdict,
+		plural(countPods(gr), "1 pod", fmt.Sprintf("%d pods", countPods(gr))),
+		plural(len(gr.Nodes), "1 node", fmt.Sprintf("%d nodes", len(gr.Nodes))), tail)
+	return err
+}
+
+func countPods(gr GroupReport) int {
+	n := 0
+	for _, nr := range gr.Nodes {
+		n += len(nr.Pods)
+	}
+	return n
 }

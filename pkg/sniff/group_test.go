@@ -3,6 +3,7 @@ package sniff
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -333,5 +334,58 @@ func TestOverallVerdict(t *testing.T) {
 		if got := OverallVerdict(caps); got != tt.want {
 			t.Errorf("%q: %s, want %s", tt.nodes, got, tt.want)
 		}
+	}
+}
+
+func TestWriteGroup(t *testing.T) {
+	plain := pcapBytes(t, LinkTypeEthernet, plainConv(LinkTypeEthernet, "10.77.0.2:40000", "10.77.0.3:80", 100).frames)
+	rep, err := Analyze(context.Background(), bytes.NewReader(plain), Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caps := []NodeCapture{
+		{Node: "node1", Pods: []*corev1.Pod{groupPod("default", "web-1", "node1", "10.77.0.3")}, Report: rep},
+		{Node: "node2", Pods: []*corev1.Pod{groupPod("default", "web-2", "node2", "10.78.0.5"), groupPod("default", "web-3", "node2", "10.78.0.6")},
+			Err: errors.New("no SSH settings for node node2")},
+	}
+	gr := NewGroupReport(caps, []*corev1.Pod{groupPod("default", "web-4", "")})
+	var b bytes.Buffer
+	if err := WriteGroupSummary(&b, gr); err != nil {
+		t.Fatal(err)
+	}
+	var one bytes.Buffer
+	WriteSummary(&one, rep)
+	want := "=== node node1: default/web-1 (10.77.0.3)\n" + one.String() + "\n" +
+		"=== node node2: default/web-2, default/web-3 (10.78.0.5, 10.78.0.6)\n" +
+		"Not captured: no SSH settings for node node2\n\n" +
+		"Overall verdict: PLAINTEXT (3 pods on 2 nodes; 1 of 2 nodes not fully captured; pods not captured: default/web-4)\n"
+	if b.String() != want {
+		t.Errorf("got:\n%s\nwant:\n%s", b.String(), want)
+	}
+	if err := gr.Err(); err == nil || err.Error() != "the capture failed on 1 of 2 nodes, so the verdict does not cover their pods:\nnode node2: no SSH settings for node node2" {
+		t.Errorf("Err() = %v", err)
+	}
+	b.Reset()
+	if err := WriteGroupJSON(&b, gr); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Verdict Verdict
+		Nodes   []struct {
+			Node   string
+			Pods   []string
+			PodIPs []string
+			Error  string
+			Report *struct{ Verdict Verdict }
+		}
+		Skipped []string
+	}
+	if err := json.Unmarshal(b.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Verdict != VerdictPlaintext || len(got.Nodes) != 2 || got.Nodes[0].Report == nil || got.Nodes[0].Report.Verdict != VerdictPlaintext ||
+		got.Nodes[1].Report != nil || got.Nodes[1].Error != "no SSH settings for node node2" ||
+		!reflect.DeepEqual(got.Nodes[1].PodIPs, []string{"10.78.0.5", "10.78.0.6"}) || !reflect.DeepEqual(got.Skipped, []string{"default/web-4"}) {
+		t.Errorf("json:\n%s", b.String())
 	}
 }
