@@ -3,6 +3,7 @@ package sniff
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -20,13 +21,23 @@ const (
 )
 
 // NewPodContext gathers what the cluster says about the captured pods, for
-// the policy's pod-context and kubelet-probe rules. The list of the other
-// pods of the namespace (to know which peers run a sidecar) is best
-// effort: without it, outbound flows caught mid-stream stay unproven.
+// the policy's pod-context, kubelet-probe and mesh-bypass rules. The list
+// of the other pods of the namespace (to know which peers run a sidecar,
+// or are enrolled in ambient mode like the captured pods) is best effort:
+// without it, outbound flows caught mid-stream stay unproven and no bypass
+// is named; without the namespace, only pod labels enrol.
 func NewPodContext(ctx context.Context, kube kubernetes.Interface, pods []*corev1.Pod) *PodContext {
-	pc := &PodContext{Sidecar: len(pods) > 0}
+	pc := &PodContext{Sidecar: len(pods) > 0, Ambient: len(pods) > 0}
 	ports := map[uint16]bool{}
+	var nsLabels map[string]string
+	if kube != nil && len(pods) > 0 {
+		// Best effort: without the namespace, pod labels alone enrol.
+		if ns, err := kube.CoreV1().Namespaces().Get(ctx, pods[0].Namespace, metav1.GetOptions{}); err == nil {
+			nsLabels = ns.Labels
+		}
+	}
 	for _, pod := range pods {
+		pc.Ambient = pc.Ambient && mesh.AmbientOf(pod, nsLabels).Mode == mesh.AmbientCaptured
 		pc.IPs = append(pc.IPs, podAddrs(pod)...)
 		if a, err := netip.ParseAddr(pod.Status.HostIP); err == nil {
 			pc.NodeIP = a
@@ -40,7 +51,7 @@ func NewPodContext(ctx context.Context, kube kubernetes.Interface, pods []*corev
 	for p := range ports {
 		pc.ProbePorts = append(pc.ProbePorts, p)
 	}
-	if !pc.Sidecar || kube == nil || len(pods) == 0 {
+	if !pc.Sidecar && !pc.Ambient || kube == nil || len(pods) == 0 {
 		return pc
 	}
 	list, err := kube.CoreV1().Pods(pods[0].Namespace).List(ctx, metav1.ListOptions{})
@@ -49,8 +60,18 @@ func NewPodContext(ctx context.Context, kube kubernetes.Interface, pods []*corev
 	}
 	for i := range list.Items {
 		p := &list.Items[i]
-		if mesh.HasSidecar(p) && !p.Spec.HostNetwork {
+		if pc.Sidecar && mesh.HasSidecar(p) && !p.Spec.HostNetwork {
 			pc.MeshedPeers = append(pc.MeshedPeers, podAddrs(p)...)
+		}
+		if pc.Ambient && mesh.AmbientOf(p, nsLabels).Mode == mesh.AmbientCaptured && p.DeletionTimestamp == nil {
+			for _, a := range podAddrs(p) {
+				if !slices.Contains(pc.IPs, a) {
+					if pc.AmbientPeers == nil {
+						pc.AmbientPeers = map[netip.Addr]string{}
+					}
+					pc.AmbientPeers[a] = p.Namespace + "/" + p.Name
+				}
+			}
 		}
 	}
 	return pc

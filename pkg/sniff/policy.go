@@ -60,6 +60,18 @@ type flowRule struct {
 
 // flowRules, first match wins.
 var flowRules = []flowRule{
+	{"mesh-bypass", "live capture of a pod in ambient mode: unencrypted TCP between it and another enrolled pod on an application port; ztunnel carries enrolled pods' traffic as HBONE on 15008, so this went around the mesh", VerdictPlaintext, "",
+		func(e *flowEvidence) bool {
+			return strings.HasPrefix(e.Context, bypassContext) && e.Hello == helloNone && !e.NoHandshake && e.Cipher == "" &&
+				(e.Data || e.Cleartext != "" || e.GrepHits > 0)
+		},
+		func(e *flowEvidence) string {
+			what := "unrecognised data"
+			if e.Cleartext != "" {
+				what = "cleartext " + e.Cleartext
+			}
+			return what + "; " + e.Context
+		}},
 	{"cleartext", "a cleartext protocol is recognised: HTTP/1.x, h2c, DNS, ICMP, printable text", VerdictPlaintext, "",
 		func(e *flowEvidence) bool { return e.Cleartext != "" },
 		func(e *flowEvidence) string { return "cleartext " + e.Cleartext }},
@@ -87,7 +99,9 @@ var flowRules = []flowRule{
 			return fmt.Sprintf("handshake not captured; Istio by association with %d proven %s to %s", e.Associated, plural(e.Associated, "flow", "flows"), e.Server)
 		}},
 	{"pod-context", "handshake not captured, live capture: inbound to the pod's sidecar, or from the pod's sidecar to a pod with a sidecar", VerdictEncryptedIstio, "sidecar",
-		func(e *flowEvidence) bool { return e.NoHandshake && e.Context != "" },
+		func(e *flowEvidence) bool {
+			return e.NoHandshake && e.Context != "" && !strings.HasPrefix(e.Context, bypassContext)
+		},
 		func(e *flowEvidence) string { return "handshake not captured; Istio by pod context: " + e.Context }},
 	{"no-handshake", "TLS records or a ServerHello, handshake not captured, nothing proves Istio or not", VerdictEncryptedUnproven, "",
 		func(e *flowEvidence) bool { return e.NoHandshake },
@@ -300,10 +314,24 @@ type PodContext struct {
 	ProbePorts []uint16
 	// MeshedPeers are addresses of other pods that run a sidecar.
 	MeshedPeers []netip.Addr
+	// Ambient: the pods are enrolled in ambient mode (mesh.AmbientOf says
+	// captured), so ztunnel should carry their traffic as HBONE on 15008.
+	// AmbientPeers names the other enrolled pods of the namespace
+	// (NAMESPACE/NAME) by address.
+	Ambient      bool
+	AmbientPeers map[netip.Addr]string
 }
+
+// bypassContext starts the context of a flow that went around ztunnel.
+const bypassContext = "mesh bypass: "
 
 // context explains why pod facts make a mid-stream flow Istio's.
 func (pc *PodContext) context(e *flowEvidence) string {
+	if pc != nil && pc.Ambient && e.Transport == "tcp" && e.Server.Port() != hbonePort {
+		if peer := pc.bypassPeer(e); peer != "" {
+			return bypassContext + peer
+		}
+	}
 	if pc == nil || !pc.Sidecar || e.Transport != "tcp" {
 		return ""
 	}
@@ -312,6 +340,18 @@ func (pc *PodContext) context(e *flowEvidence) string {
 		return "inbound to the captured pod's sidecar"
 	case slices.Contains(pc.IPs, e.Client.Addr()) && slices.Contains(pc.MeshedPeers, e.Server.Addr()):
 		return "from the captured pod's sidecar to a pod with a sidecar"
+	}
+	return ""
+}
+
+// bypassPeer names the enrolled peer of a flow between the captured pod
+// and another enrolled pod off HBONE's port ("" for other flows).
+func (pc *PodContext) bypassPeer(e *flowEvidence) string {
+	switch {
+	case slices.Contains(pc.IPs, e.Client.Addr()) && pc.AmbientPeers[e.Server.Addr()] != "":
+		return fmt.Sprintf("from the captured pod to enrolled pod %s (%s) on port %d, not through ztunnel's HBONE (15008)", pc.AmbientPeers[e.Server.Addr()], e.Server.Addr(), e.Server.Port())
+	case slices.Contains(pc.IPs, e.Server.Addr()) && pc.AmbientPeers[e.Client.Addr()] != "":
+		return fmt.Sprintf("from enrolled pod %s (%s) to the captured pod on port %d, not through ztunnel's HBONE (15008)", pc.AmbientPeers[e.Client.Addr()], e.Client.Addr(), e.Server.Port())
 	}
 	return ""
 }

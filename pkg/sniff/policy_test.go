@@ -2,10 +2,13 @@ package sniff
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +17,10 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/net/dns/dnsmessage"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
 )
 
 // Datagram frames are built with gopacket's serializer, an implementation
@@ -150,6 +157,7 @@ func policyReport(t *testing.T, cfg Config, frames ...[]frame) *Report {
 func TestFlowRules(t *testing.T) {
 	mtls := mtlsChunks(t)
 	pod := &PodContext{IPs: []netip.Addr{netip.MustParseAddr("10.1.0.7")}, Sidecar: true}
+	amb := ambientPod()
 	tests := []struct {
 		rule    string
 		cfg     Config
@@ -157,6 +165,7 @@ func TestFlowRules(t *testing.T) {
 		verdict Verdict
 		istio   string
 	}{
+		{"mesh-bypass", Config{Pod: amb}, func() []frame { return plainConv(LinkTypeEthernet, "10.1.0.5:1", "10.1.0.7:80", 100).frames }, VerdictPlaintext, ""},
 		{"cleartext", Config{}, func() []frame { return plainConv(LinkTypeEthernet, "10.1.0.5:1", "10.1.0.7:80", 100).frames }, VerdictPlaintext, ""},
 		{"cleartext", Config{}, func() []frame {
 			return []frame{udpFrame(t, "10.1.0.5:5000", "10.1.0.9:8125", []byte("checkout.requests:1|c|#env:prod"))}
@@ -371,5 +380,105 @@ func TestFragments(t *testing.T) {
 				t.Errorf("incomplete datagram: %d lost, %s; want 2, UNKNOWN", lost.FragmentsLost, lost.Verdict)
 			}
 		})
+	}
+}
+
+// ambientPod is a live capture of 10.1.0.7, enrolled in ambient mode, with
+// enrolled peer 10.1.0.5 in its namespace.
+func ambientPod() *PodContext {
+	return &PodContext{IPs: []netip.Addr{netip.MustParseAddr("10.1.0.7")}, Ambient: true,
+		AmbientPeers: map[netip.Addr]string{netip.MustParseAddr("10.1.0.5"): "shop/frontend-app-1"}}
+}
+
+// TestMeshBypass: in a live capture of an ambient pod, HBONE on 15008 is
+// Istio's, and application-port traffic to or from another enrolled pod
+// is a bypass that is named and never counts as encrypted; traffic with a
+// pod that is not enrolled is ordinary plaintext, and app TLS caught
+// mid-stream is not Istio's by pod context.
+func TestMeshBypass(t *testing.T) {
+	amb := ambientPod()
+	hbone := midstream("10.1.0.5:40000", "10.1.0.7:15008")
+	tests := []struct {
+		name    string
+		frames  [][]frame
+		verdict Verdict
+		flows   string
+	}{
+		{"HBONE only", [][]frame{hbone}, VerdictEncryptedIstio,
+			"10.1.0.5:40000 10.1.0.7:15008 hbone-pooled encrypted-istio"},
+		{"HBONE and an inbound bypass", [][]frame{hbone, plainConv(LinkTypeEthernet, "10.1.0.5:41000", "10.1.0.7:80", 100).frames}, VerdictMixed,
+			"10.1.0.5:40000 10.1.0.7:15008 hbone-pooled encrypted-istio\n" +
+				"10.1.0.5:41000 10.1.0.7:80 mesh-bypass plaintext cleartext HTTP/1.1; mesh bypass: from enrolled pod shop/frontend-app-1 (10.1.0.5) to the captured pod on port 80, not through ztunnel's HBONE (15008)"},
+		{"an outbound bypass", [][]frame{plainConv(LinkTypeEthernet, "10.1.0.7:41000", "10.1.0.5:8080", 100).frames}, VerdictPlaintext,
+			"10.1.0.7:41000 10.1.0.5:8080 mesh-bypass plaintext cleartext HTTP/1.1; mesh bypass: from the captured pod to enrolled pod shop/frontend-app-1 (10.1.0.5) on port 8080, not through ztunnel's HBONE (15008)"},
+		{"a client outside the mesh", [][]frame{plainConv(LinkTypeEthernet, "10.1.0.9:41000", "10.1.0.7:80", 100).frames}, VerdictPlaintext,
+			"10.1.0.9:41000 10.1.0.7:80 cleartext plaintext cleartext HTTP/1.1"},
+		{"app TLS mid-stream between enrolled pods", [][]frame{midstream("10.1.0.5:40000", "10.1.0.7:443")}, VerdictEncryptedUnproven,
+			"10.1.0.5:40000 10.1.0.7:443 no-handshake encrypted-unproven"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rep := policyReport(t, Config{Pod: amb}, tt.frames...)
+			var got []string
+			for _, f := range rep.Flows {
+				line := fmt.Sprintf("%s %s %s %s", f.Src, f.Dst, f.Rule, string(f.Verdict))
+				if f.Rule == "mesh-bypass" || f.Rule == "cleartext" {
+					line += " " + f.Evidence
+				}
+				got = append(got, line)
+			}
+			sort.Strings(got)
+			if rep.Verdict != tt.verdict || strings.Join(got, "\n") != tt.flows {
+				t.Errorf("verdict %s, flows\n%s\nwant %s, flows\n%s", rep.Verdict, strings.Join(got, "\n"), tt.verdict, tt.flows)
+			}
+			if tt.verdict == VerdictMixed && (len(rep.Why) != 1 || !strings.Contains(rep.Why[0], "10.1.0.5:41000 → 10.1.0.7:80")) {
+				t.Errorf("why %q does not name the bypassing flow", rep.Why)
+			}
+		})
+	}
+}
+
+// TestNewPodContextAmbient: enrolment comes from the namespace's label or
+// the pod's, and the peers are the namespace's other captured pods (not
+// opted-out ones, not those with a sidecar).
+func TestNewPodContextAmbient(t *testing.T) {
+	pod := func(name, ip string, labels map[string]string, sidecar bool) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name, Labels: labels},
+			Spec:   corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}},
+			Status: corev1.PodStatus{PodIP: ip, HostIP: "10.243.0.2"}}
+		if sidecar {
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "istio-proxy"})
+			p.Annotations = map[string]string{"sidecar.istio.io/status": "{}"}
+		}
+		return p
+	}
+	backend := pod("backend-app-1", "10.1.0.7", nil, false)
+	others := []*corev1.Pod{
+		pod("frontend-app-1", "10.1.0.5", nil, false),
+		pod("batch-1", "10.1.0.8", map[string]string{"istio.io/dataplane-mode": "none"}, false),
+		pod("legacy-1", "10.1.0.9", nil, true),
+	}
+	peers := func(pc *PodContext) string {
+		var out []string
+		for a, n := range pc.AmbientPeers {
+			out = append(out, a.String()+"="+n)
+		}
+		sort.Strings(out)
+		return fmt.Sprintf("ambient=%t sidecar=%t peers=%v", pc.Ambient, pc.Sidecar, out)
+	}
+	objs := func(nsLabels map[string]string) []runtime.Object {
+		out := []runtime.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: nsLabels}}, backend}
+		for _, p := range others {
+			out = append(out, p)
+		}
+		return out
+	}
+	kube := fake.NewClientset(objs(map[string]string{"istio.io/dataplane-mode": "ambient"})...)
+	if got, want := peers(NewPodContext(context.Background(), kube, []*corev1.Pod{backend})), "ambient=true sidecar=false peers=[10.1.0.5=shop/frontend-app-1]"; got != want {
+		t.Errorf("ambient namespace: %s, want %s", got, want)
+	}
+	kube = fake.NewClientset(objs(nil)...)
+	if got, want := peers(NewPodContext(context.Background(), kube, []*corev1.Pod{backend})), "ambient=false sidecar=false peers=[]"; got != want {
+		t.Errorf("namespace not enrolled: %s, want %s", got, want)
 	}
 }

@@ -254,7 +254,7 @@ func listServices(ctx context.Context, c Clients, scope inject.Scope) ([]corev1.
 	for _, ns := range namespaces {
 		l, err := c.Kube.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
 		if err != nil {
-			return nil, mesh.Forbidden("list", "services", " in namespace "+ns, err)
+			return nil, fmt.Errorf("listing services%s: %w", inNamespace(ns), err)
 		}
 		out = append(out, l.Items...)
 	}
@@ -310,4 +310,11 @@ func (inv *inventory) rows() []WorkloadRow {
 		out[i] = w.row
 	}
 	return out
+}
+
+func inNamespace(ns string) string {
+	if ns == metav1.NamespaceAll {
+		return " in all namespaces"
+	}
+	return " in namespace " + ns
 }
