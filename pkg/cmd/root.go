@@ -59,6 +59,7 @@ func NewCmdMesh(o *options.Options) *cobra.Command {
 	cmd.AddCommand(NewCmdRestart(o))
 	cmd.AddCommand(NewCmdStatus(o))
 	cmd.AddCommand(NewCmdSniff(o))
+	cmd.AddCommand(NewCmdVerify(o))
 	registerCommandCompletions(cmd, o)
 	return cmd
 }
