@@ -130,7 +130,7 @@ func buildAmbient(ctx context.Context, kube kubernetes.Interface, gateways dynam
 	for _, n := range listNS {
 		list, err := kube.CoreV1().Services(n).List(ctx, metav1.ListOptions{})
 		if err != nil {
-			return Forbidden("list", "services", " in namespace "+n, err)
+			return mesh.Forbidden("list", "services", " in namespace "+n, err)
 		}
 		for _, s := range list.Items {
 			services[s.Namespace] = append(services[s.Namespace], s)

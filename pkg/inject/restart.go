@@ -15,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/kubectl/pkg/polymorphichelpers"
+
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/mesh"
 )
 
 // DryRun is kubectl's --dry-run strategy.
@@ -172,7 +174,7 @@ func restartOne(ctx context.Context, kube kubernetes.Interface, tr *tracker, t T
 			opts.DryRun = []string{metav1.DryRunAll}
 		}
 		if err := kube.CoreV1().Pods(w.Namespace).Delete(ctx, w.Name, opts); err != nil {
-			return fail(Forbidden("delete", "pods", " in namespace "+w.Namespace, err))
+			return fail(mesh.Forbidden("delete", "pods", " in namespace "+w.Namespace, err))
 		}
 		res.Outcome, res.Detail = OutcomeDeleted, "bare pod deleted; nothing recreates it"
 		if cfg.DryRun == DryRunServer {
@@ -208,7 +210,7 @@ func restartOne(ctx context.Context, kube kubernetes.Interface, tr *tracker, t T
 	defer func() { res.Took = time.Since(start) }()
 	patched, err := patchWorkload(ctx, kube, w, patch, opts)
 	if err != nil {
-		return fail(Forbidden("patch", resourceOf(w.Kind), " in namespace "+w.Namespace, err))
+		return fail(mesh.Forbidden("patch", resourceOf(w.Kind), " in namespace "+w.Namespace, err))
 	}
 	if cfg.DryRun == DryRunServer {
 		res.Outcome, res.Detail = OutcomeRestarted, "server dry run"
@@ -238,7 +240,7 @@ func restartOne(ctx context.Context, kube kubernetes.Interface, tr *tracker, t T
 	status("verifying pods")
 	pods, err := tr.newPods(ctx, kube, w, stamp)
 	if err != nil {
-		return fail(Forbidden("list", "pods", " in namespace "+w.Namespace, err))
+		return fail(mesh.Forbidden("list", "pods", " in namespace "+w.Namespace, err))
 	}
 	res.PodsAfter, res.WithSidecar = len(pods), countSidecars(pods)
 	if len(pods) == 0 && w.Replicas > 0 {

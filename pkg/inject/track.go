@@ -216,7 +216,7 @@ func (tr *tracker) get(w *Workload) (obj any, synced bool, err error) {
 	err = tr.fatal[inf]
 	tr.mu.Unlock()
 	if err != nil {
-		return nil, false, Forbidden("watch", res, " in namespace "+w.Namespace, err)
+		return nil, false, mesh.Forbidden("watch", res, " in namespace "+w.Namespace, err)
 	}
 	if !inf.HasSynced() {
 		return nil, false, nil

@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
 
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/mesh"
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/traffic"
 )
 
@@ -299,7 +300,7 @@ func WaitWaypoint(ctx context.Context, kube kubernetes.Interface, dyn dynamic.In
 		return last, nil
 	}
 	if apierrors.IsForbidden(err) {
-		return nil, Forbidden("watch", "deployments", " in namespace "+ns, err)
+		return nil, mesh.Forbidden("watch", "deployments", " in namespace "+ns, err)
 	}
 	if ctx.Err() != nil {
 		return nil, ctx.Err()

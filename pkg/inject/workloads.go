@@ -82,13 +82,12 @@ func (e *NamespaceNotFoundError) Error() string {
 	return fmt.Sprintf("namespace %q not found; check the name with: kubectl get namespaces", e.Name)
 }
 
-// Forbidden wraps an RBAC refusal so it names the verb and resource and
-// says what to do; other errors get the same context without the advice.
+// Forbidden is mesh.Forbidden, for callers outside this package that have
+// not moved yet.
+//
+// Deprecated: use mesh.Forbidden.
 func Forbidden(verb, resource, where string, err error) error {
-	if apierrors.IsForbidden(err) {
-		return fmt.Errorf("cannot %s %s%s: forbidden; ask a cluster admin to grant %q on %s: %w", verb, resource, where, verb, resource, err)
-	}
-	return fmt.Errorf("%s %s%s: %w", verb, resource, where, err)
+	return mesh.Forbidden(verb, resource, where, err)
 }
 
 // Collect reads the scope with a fixed number of LIST calls: one per kind
@@ -99,7 +98,7 @@ func Collect(ctx context.Context, kube kubernetes.Interface, scope Scope) (*Snap
 	if scope.AllNamespaces {
 		list, err := kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
 		if err != nil {
-			return nil, Forbidden("list", "namespaces", "", err)
+			return nil, mesh.Forbidden("list", "namespaces", "", err)
 		}
 		snap.Namespaces = list.Items
 		if err := collectWorkloads(ctx, kube, metav1.NamespaceAll, snap); err != nil {
@@ -112,7 +111,7 @@ func Collect(ctx context.Context, kube kubernetes.Interface, scope Scope) (*Snap
 				return nil, &NamespaceNotFoundError{Name: n}
 			}
 			if err != nil {
-				return nil, Forbidden("get", "namespaces", " ("+n+")", err)
+				return nil, mesh.Forbidden("get", "namespaces", " ("+n+")", err)
 			}
 			snap.Namespaces = append(snap.Namespaces, *ns)
 		}
@@ -171,7 +170,7 @@ func collectWorkloads(ctx context.Context, kube kubernetes.Interface, ns string,
 	wg.Wait()
 	for i, res := range []string{"pods", "deployments", "statefulsets", "daemonsets"} {
 		if errs[i] != nil {
-			return Forbidden("list", res, where, errs[i])
+			return mesh.Forbidden("list", res, where, errs[i])
 		}
 	}
 

@@ -29,22 +29,16 @@ func loadBackend(ctx context.Context, kube kubernetes.Interface, ns, name, label
 	if apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("service %q not found in namespace %q; list services with: kubectl get services -n %s", name, ns, ns)
 	}
-	if apierrors.IsForbidden(err) {
-		return nil, fmt.Errorf("getting service %s/%s: %w; ask a cluster admin for \"get\" on services", ns, name, err)
-	}
 	if err != nil {
-		return nil, fmt.Errorf("getting service %s/%s: %w", ns, name, err)
+		return nil, mesh.Forbidden("get", "services", " in namespace "+ns, err)
 	}
 	if len(svc.Spec.Selector) == 0 {
 		return nil, fmt.Errorf("service %s/%s has no selector, so it has no pods to split traffic between; splits need a Service that selects pods", ns, name)
 	}
 	sel := labels.SelectorFromSet(svc.Spec.Selector)
 	list, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
-	if apierrors.IsForbidden(err) {
-		return nil, fmt.Errorf("listing pods in namespace %s: %w; ask a cluster admin for \"list\" on pods", ns, err)
-	}
 	if err != nil {
-		return nil, fmt.Errorf("listing pods of service %s/%s: %w", ns, name, err)
+		return nil, mesh.Forbidden("list", "pods", " in namespace "+ns, err)
 	}
 	b := &backend{svc: svc, label: label}
 	seen := map[string]bool{}

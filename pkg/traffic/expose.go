@@ -16,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/util/retry"
+
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/mesh"
 )
 
 // GatewayPort is the port the ingress gateway listens on for exposed
@@ -180,10 +182,7 @@ func getOrNil(ctx context.Context, c Clients, gvr schema.GroupVersionResource, n
 		return nil, nil
 	}
 	if err != nil {
-		if apierrors.IsForbidden(err) {
-			return nil, fmt.Errorf("getting %s %s/%s: %w; ask a cluster admin for \"get\" on %s", strings.ToLower(kinds[gvr]), ns, name, err, qualifiedResource(gvr))
-		}
-		return nil, fmt.Errorf("getting %s %s/%s: %w", strings.ToLower(kinds[gvr]), ns, name, err)
+		return nil, mesh.Forbidden("get", qualifiedResource(gvr), " in namespace "+ns, err)
 	}
 	return obj, nil
 }
