@@ -114,7 +114,7 @@ func readIdentity(ctx context.Context, c certs.Clients, cfg Config, w *workload)
 		if errors.As(err, &fe) {
 			row.Problem = fmt.Sprintf("not allowed to port-forward to or exec into pods in namespace %s; ask for create on pods/portforward (kubectl auth can-i create pods/portforward -n %s)", pod.Namespace, pod.Namespace)
 		} else {
-			row.Problem = err.Error()
+			row.Problem = oneLine(err.Error())
 		}
 		return row, nil
 	}
@@ -199,4 +199,9 @@ func joinProblem(a, b string) string {
 		return b
 	}
 	return a + "; " + b
+}
+
+// oneLine joins a multi-line message for a table cell.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
 }

@@ -145,7 +145,7 @@ func printWire(w io.Writer, sec WireSection) error {
 	}
 	for _, n := range sec.Nodes {
 		if n.Error != "" {
-			fmt.Fprintf(w, "  node %s: %s\n", n.Node, n.Error)
+			fmt.Fprintf(w, "  node %s: %s\n", n.Node, strings.ReplaceAll(n.Error, "\n", "\n    "))
 		}
 	}
 	if len(sec.Edges) == 0 {
