@@ -152,7 +152,7 @@ func isInjector(c *admissionregistrationv1.MutatingWebhookConfiguration) bool {
 }
 
 // Discover lists what Istio has installed. It makes a fixed number of LIST
-// calls however large the cluster is. Every read is of cluster-wide objects
+// calls however large the cluster is, each paged (mesh.List). Every read is of cluster-wide objects
 // a namespace admin may not see: a refused read is recorded in Unchecked
 // and the rest carries on. Other errors fail.
 func Discover(ctx context.Context, kube kubernetes.Interface) (Inventory, error) {
@@ -169,7 +169,7 @@ func Discover(ctx context.Context, kube kubernetes.Interface) (Inventory, error)
 		}
 		return cp
 	}
-	hooks, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, metav1.ListOptions{})
+	hooks, err := mesh.List(ctx, metav1.ListOptions{}, kube.AdmissionregistrationV1().MutatingWebhookConfigurations().List)
 	switch {
 	case apierrors.IsForbidden(err):
 		inv.WebhooksUnknown = true
@@ -180,7 +180,7 @@ func Discover(ctx context.Context, kube kubernetes.Interface) (Inventory, error)
 		inv.addWebhooks(hooks.Items, get)
 	}
 
-	deps, err := kube.AppsV1().Deployments(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: "app=istiod"})
+	deps, err := mesh.List(ctx, metav1.ListOptions{LabelSelector: "app=istiod"}, kube.AppsV1().Deployments(metav1.NamespaceAll).List)
 	switch {
 	case apierrors.IsForbidden(err):
 		inv.Unchecked = append(inv.Unchecked, uncheckedIstiod)
@@ -198,7 +198,7 @@ func Discover(ctx context.Context, kube kubernetes.Interface) (Inventory, error)
 		}
 	}
 
-	cms, err := kube.CoreV1().ConfigMaps(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: LabelRev})
+	cms, err := mesh.List(ctx, metav1.ListOptions{LabelSelector: LabelRev}, kube.CoreV1().ConfigMaps(metav1.NamespaceAll).List)
 	switch {
 	case apierrors.IsForbidden(err):
 		inv.Unchecked = append(inv.Unchecked, uncheckedInjectorConfig)
@@ -233,7 +233,7 @@ func Discover(ctx context.Context, kube kubernetes.Interface) (Inventory, error)
 	}
 
 	// Ambient mode captures traffic only where ztunnel runs.
-	dss, err := kube.AppsV1().DaemonSets(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
+	dss, err := mesh.List(ctx, metav1.ListOptions{}, kube.AppsV1().DaemonSets(metav1.NamespaceAll).List)
 	switch {
 	case apierrors.IsForbidden(err):
 		inv.ZtunnelUnknown = true

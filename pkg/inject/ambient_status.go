@@ -285,7 +285,7 @@ func checkWaypoints(ctx context.Context, gateways dynamic.Interface, namespaces 
 
 // readyZtunnels maps each node to the name of a ready ztunnel pod on it.
 func readyZtunnels(ctx context.Context, kube kubernetes.Interface) (map[string]string, error) {
-	list, err := kube.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: "app=ztunnel"})
+	list, err := mesh.List(ctx, metav1.ListOptions{LabelSelector: "app=ztunnel"}, kube.CoreV1().Pods(metav1.NamespaceAll).List)
 	if err != nil {
 		return nil, err
 	}

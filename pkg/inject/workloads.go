@@ -90,13 +90,13 @@ func Forbidden(verb, resource, where string, err error) error {
 	return mesh.Forbidden(verb, resource, where, err)
 }
 
-// Collect reads the scope with a fixed number of LIST calls: one per kind
-// for all namespaces, or one per kind and namespace when namespaces are
+// Collect reads the scope with a fixed number of LIST calls, each paged
+// (mesh.List): one per kind for all namespaces, or one per kind and namespace when namespaces are
 // named. The calls run concurrently.
 func Collect(ctx context.Context, kube kubernetes.Interface, scope Scope) (*Snapshot, error) {
 	snap := &Snapshot{}
 	if scope.AllNamespaces {
-		list, err := kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+		list, err := mesh.List(ctx, metav1.ListOptions{}, kube.CoreV1().Namespaces().List)
 		if err != nil {
 			return nil, mesh.Forbidden("list", "namespaces", "", err)
 		}
@@ -163,10 +163,10 @@ func collectWorkloads(ctx context.Context, kube kubernetes.Interface, ns string,
 		lopts = metav1.ListOptions{}
 	)
 	wg.Add(4)
-	go func() { defer wg.Done(); pods, errs[0] = kube.CoreV1().Pods(ns).List(ctx, lopts) }()
-	go func() { defer wg.Done(); deps, errs[1] = apps.Deployments(ns).List(ctx, lopts) }()
-	go func() { defer wg.Done(); stss, errs[2] = apps.StatefulSets(ns).List(ctx, lopts) }()
-	go func() { defer wg.Done(); dss, errs[3] = apps.DaemonSets(ns).List(ctx, lopts) }()
+	go func() { defer wg.Done(); pods, errs[0] = mesh.List(ctx, lopts, kube.CoreV1().Pods(ns).List) }()
+	go func() { defer wg.Done(); deps, errs[1] = mesh.List(ctx, lopts, apps.Deployments(ns).List) }()
+	go func() { defer wg.Done(); stss, errs[2] = mesh.List(ctx, lopts, apps.StatefulSets(ns).List) }()
+	go func() { defer wg.Done(); dss, errs[3] = mesh.List(ctx, lopts, apps.DaemonSets(ns).List) }()
 	wg.Wait()
 	for i, res := range []string{"pods", "deployments", "statefulsets", "daemonsets"} {
 		if errs[i] != nil {

@@ -3,9 +3,9 @@ package traffic
 import (
 	"context"
 	"fmt"
-	"github.com/kubectl-mesh/kubectl-mesh/pkg/mesh"
-	"sort"
 	"strings"
+
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/mesh"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -102,14 +102,4 @@ func (b *backend) versionsText() string {
 		return "none"
 	}
 	return strings.Join(b.versions, ", ")
-}
-
-// sortedKeys returns m's keys sorted.
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -3,6 +3,7 @@ package traffic
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -198,7 +199,7 @@ func newDestinationRule(want []string, subs istioSubsets, b *backend, cfg SplitC
 		return planned{}, nil, err
 	}
 	for _, v := range b.versions {
-		if len(validation.IsDNS1123Label(v)) == 0 && !contains(want, v) {
+		if len(validation.IsDNS1123Label(v)) == 0 && !slices.Contains(want, v) {
 			want = append(want, v)
 		}
 	}
@@ -235,19 +236,10 @@ func newSubset(name string, lbls map[string]string, b *backend) (map[string]inte
 	return map[string]interface{}{"name": name, "labels": l}, nil
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // exportCovers says whether a rule exported to dr reaches every namespace
 // a VirtualService in ns exported to vs reaches.
 func exportCovers(dr, vs []string, ns string) bool {
-	if len(dr) == 0 || contains(dr, "*") {
+	if len(dr) == 0 || slices.Contains(dr, "*") {
 		return true // exported everywhere
 	}
 	if len(vs) == 0 {

@@ -3,6 +3,7 @@ package traffic
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -61,7 +62,7 @@ func planGateway(ctx context.Context, c Clients, cfg SplitConfig, b *backend) ([
 		return nil, nil, nil, err
 	}
 	labelsOf := func(name string) map[string]string {
-		if contains(b.versions, name) {
+		if slices.Contains(b.versions, name) {
 			return b.subsetLabels(name)
 		}
 		return nil
