@@ -17,11 +17,13 @@ const (
 	SourceEnvoy  Source = "envoy"
 	SourceLegacy Source = "legacy"
 	SourceFile   Source = "file"
+	// SourceZtunnel is the ztunnel on an ambient pod's node.
+	SourceZtunnel Source = "ztunnel"
 )
 
 // Sources are the values --source accepts, in the order auto tries them
-// (file only when asked for).
-var Sources = []Source{SourceAuto, SourceEnvoy, SourceLegacy, SourceFile}
+// (file only when asked for; ztunnel for pods in ambient mode).
+var Sources = []Source{SourceAuto, SourceEnvoy, SourceLegacy, SourceZtunnel, SourceFile}
 
 // Bundle is what a source yields: the workload chain (leaf first) and the
 // trust roots it should verify against.

@@ -10,6 +10,7 @@ import (
 
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/mesh"
 )
@@ -37,11 +38,13 @@ type Executor interface {
 }
 
 // Clients are what Inspect talks to. Istio may be nil: the mTLS mode is then
-// not shown.
+// not shown. Kube finds an ambient pod's ztunnel; without it a pod without
+// a sidecar is not looked at as ambient.
 type Clients struct {
 	Istio     istioclient.Interface
 	Forwarder Forwarder
 	Executor  Executor
+	Kube      kubernetes.Interface
 }
 
 // Config is one inspection.
@@ -67,12 +70,22 @@ func Inspect(ctx context.Context, c Clients, cfg Config, pod *corev1.Pod) ([]*Re
 	if pod == nil && cfg.Source != SourceFile {
 		return nil, errors.New("no pod given: name a pod, TYPE/NAME or -l SELECTOR, or read PEM files or a saved dump with --file")
 	}
-	if pod != nil && cfg.Source != SourceFile {
+	var bundles []*Bundle
+	var err error
+	switch {
+	case pod != nil && (cfg.Source == SourceZtunnel || cfg.Source == SourceAuto && IsAmbient(ctx, c.Kube, pod)):
+		if pod.Status.Phase != corev1.PodRunning {
+			return nil, notRunning(pod)
+		}
+		bundles, err = fetchZtunnel(ctx, c, pod)
+	case pod != nil && cfg.Source != SourceFile:
 		if err := CheckPod(pod); err != nil {
 			return nil, err
 		}
+		fallthrough
+	default:
+		bundles, err = fetch(ctx, c, cfg, pod)
 	}
-	bundles, err := fetch(ctx, c, cfg, pod)
 	if err != nil {
 		return nil, err
 	}
@@ -140,10 +153,14 @@ func CheckPod(pod *corev1.Pod) error {
 			pod.Namespace, pod.Name, ProxyContainer, pod.Namespace, pod.Namespace)
 	}
 	if pod.Status.Phase != corev1.PodRunning {
-		return fmt.Errorf("pod %s/%s is %s, not Running; wait for it (kubectl wait --for=condition=Ready pod/%s -n %s) or pick another pod",
-			pod.Namespace, pod.Name, phase(pod), pod.Name, pod.Namespace)
+		return notRunning(pod)
 	}
 	return nil
+}
+
+func notRunning(pod *corev1.Pod) error {
+	return fmt.Errorf("pod %s/%s is %s, not Running; wait for it (kubectl wait --for=condition=Ready pod/%s -n %s) or pick another pod",
+		pod.Namespace, pod.Name, phase(pod), pod.Name, pod.Namespace)
 }
 
 func phase(pod *corev1.Pod) string {

@@ -55,6 +55,15 @@ Certificates are read, in order, from Envoy's admin API (config_dump through a
 port-forward to the proxy's admin port), or from the files Istio up to 1.4
 mounted at /etc/certs in istio-proxy; --source forces one.
 
+A pod in ambient mode (no sidecar; its namespace or itself labelled
+istio.io/dataplane-mode=ambient) has its workload certificate in the
+ztunnel on its node: the pod labelled app=ztunnel there (istio-system
+first, then any namespace you may list) is asked for its /config_dump on
+admin port 15000 through the same port-forward, and the certificate of the
+pod's identity (spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/SERVICE-ACCOUNT) is
+verified like a sidecar's. ztunnel fetches a workload's certificate on its
+first traffic: until then there is none to show.
+
 --file reads saved certificates instead, with no cluster needed:
   - PEM files, or a directory of them (the agent's OUTPUT_CERTS); files named
     root-cert.pem, ca-cert.pem or root-cert.crt hold the trust roots;
@@ -115,7 +124,7 @@ could not be read, 2 when the verdict (or --compare) failed.`,
 	}
 	f := cmd.Flags()
 	f.StringVarP(&o.Selector, "selector", "l", "", "Inspect every pod whose labels match this selector (e.g. app=frontend)")
-	f.StringVar(&o.Source, "source", o.Source, "Where to read certificates: auto (envoy, then legacy), envoy, legacy or file")
+	f.StringVar(&o.Source, "source", o.Source, "Where to read certificates: auto (envoy, then legacy; ztunnel for a pod in ambient mode), envoy, legacy, ztunnel or file")
 	f.StringSliceVar(&o.Files, "file", nil, "PEM files, directories of them, or a saved Envoy or ztunnel config_dump (JSON) to read instead of a pod (repeatable; implies --source file)")
 	f.IntVar(&o.AdminPort, "proxy-admin-port", o.AdminPort, "Envoy admin port of the istio-proxy container")
 	f.StringVarP(&o.Output, "output", "o", "", "Output format: table, wide, json, yaml or pem")
@@ -147,7 +156,7 @@ func (o *CertsOptions) Complete(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	t := &certs.LazyKube{Config: o.RESTConfig, Client: o.kube}
-	o.clients = certs.Clients{Istio: ist, Forwarder: t, Executor: t}
+	o.clients = certs.Clients{Istio: ist, Forwarder: t, Executor: t, Kube: o.kube}
 	return nil
 }
 
@@ -158,7 +167,7 @@ func (o *CertsOptions) Validate() error {
 		valid = valid || o.Source == string(s)
 	}
 	if !valid {
-		return fmt.Errorf("invalid --source %q: use auto, envoy, legacy or file", o.Source)
+		return fmt.Errorf("invalid --source %q: use auto, envoy, legacy, ztunnel or file", o.Source)
 	}
 	if o.Source == string(certs.SourceFile) && len(o.Files) == 0 {
 		return errors.New("--source file needs --file PATH")

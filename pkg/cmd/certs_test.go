@@ -117,7 +117,7 @@ func TestCerts(t *testing.T) {
 		},
 		{name: "selector matches nothing", args: []string{"-l", "app=none"}, wantErr: `no pods match selector "app=none" in namespace default`},
 		{name: "no argument", args: nil, wantErr: "name a pod: kubectl mesh certs POD (or TYPE/NAME, or -l SELECTOR, or --file PATH)"},
-		{name: "bad source", args: []string{"web-1", "--source", "sds"}, wantErr: `invalid --source "sds": use auto, envoy, legacy or file`},
+		{name: "bad source", args: []string{"web-1", "--source", "sds"}, wantErr: `invalid --source "sds": use auto, envoy, legacy, ztunnel or file`},
 		{name: "bad output", args: []string{"web-1", "-o", "xml"}, wantErr: `invalid --output "xml": use table, wide, json, yaml or pem`},
 		{name: "bad port", args: []string{"web-1", "--proxy-admin-port", "0"}, wantErr: "invalid --proxy-admin-port 0: use a port between 1 and 65535"},
 		{name: "file with other source", args: []string{"web-1", "--file", good, "--source", "envoy"}, wantErr: "--file reads files, it cannot be combined with --source envoy"},
