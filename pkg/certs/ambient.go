@@ -32,18 +32,21 @@ const (
 	ZtunnelConfigDumpPath = "/config_dump"
 )
 
-// IsAmbient reports whether pod has no sidecar and is captured by ztunnel
-// (pkg/mesh.AmbientOf with its namespace's labels). A namespace that cannot
-// be read counts as not enrolled unless the pod's own label enrols it.
-func IsAmbient(ctx context.Context, kube kubernetes.Interface, pod *corev1.Pod) bool {
+// Ambient says whether pod has no sidecar and is captured by ztunnel
+// (pkg/mesh.AmbientOf with its namespace's labels). known is false when the
+// namespace could not be read (a namespace admin may not get Namespaces)
+// and the pod's own labels do not decide it.
+func Ambient(ctx context.Context, kube kubernetes.Interface, pod *corev1.Pod) (ambient, known bool) {
 	if HasProxy(pod) || kube == nil {
-		return false
+		return false, true
 	}
-	var nsLabels map[string]string
-	if ns, err := kube.CoreV1().Namespaces().Get(ctx, pod.Namespace, metav1.GetOptions{}); err == nil {
-		nsLabels = ns.Labels
+	ns, err := kube.CoreV1().Namespaces().Get(ctx, pod.Namespace, metav1.GetOptions{})
+	if err != nil {
+		a := mesh.AmbientOf(pod, nil)
+		_, labelled := pod.Labels[mesh.LabelDataplaneMode]
+		return a.Mode == mesh.AmbientCaptured, labelled || !apierrors.IsForbidden(err)
 	}
-	return mesh.AmbientOf(pod, nsLabels).Mode == mesh.AmbientCaptured
+	return mesh.AmbientOf(pod, ns.Labels).Mode == mesh.AmbientCaptured, true
 }
 
 // NoZtunnelError is an ambient pod whose node runs no ztunnel.

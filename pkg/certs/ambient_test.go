@@ -79,6 +79,7 @@ func TestInspectAmbient(t *testing.T) {
 		source   Source
 		fwd      *ztunnelForwarder
 		forbid   bool // listing pods is forbidden everywhere
+		forbidNS bool // reading the namespace is forbidden
 		origin   string
 		identity string
 		pending  bool
@@ -130,12 +131,23 @@ func TestInspectAmbient(t *testing.T) {
 			fwd: &ztunnelForwarder{}, wantErr: "pod bookinfo/reviews-v1-1 " + noSidecar},
 		{name: "namespace not enrolled", objects: []runtime.Object{plainNS, zt},
 			pod: ambientPod("plain", "web-1", "", "node1", nil), fwd: &ztunnelForwarder{}, wantErr: "pod plain/web-1 " + noSidecar},
+		{name: "namespace unreadable: the ztunnel knows the pod", objects: []runtime.Object{enrolled, zt}, pod: reviews, forbidNS: true,
+			fwd:    &ztunnelForwarder{body: map[string][]byte{"istio-system/ztunnel-abcde": dump}},
+			origin: origin, identity: "spiffe://cluster.local/ns/bookinfo/sa/bookinfo-reviews"},
+		{name: "namespace unreadable and no ztunnel", objects: []runtime.Object{enrolled}, pod: reviews, forbidNS: true, fwd: &ztunnelForwarder{},
+			wantErr: "pod bookinfo/reviews-v1-1 " + noSidecar + "; enable sidecar injection and restart its workloads:\n  kubectl mesh enable-injection bookinfo\n  kubectl mesh restart bookinfo\n" +
+				"(namespace bookinfo could not be read to tell whether the pod is in ambient mode; asking the ztunnel on its node: pod bookinfo/reviews-v1-1 is enrolled in ambient mode but no ztunnel pod"},
 		{name: "not scheduled", objects: []runtime.Object{enrolled, zt}, pod: ambientPod("bookinfo", "reviews-v1-1", "bookinfo-reviews", "", nil),
 			fwd: &ztunnelForwarder{}, wantErr: "pod bookinfo/reviews-v1-1 is not scheduled to a node yet, so no ztunnel holds its certificate; wait for it"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			kube := kubefake.NewClientset(tt.objects...)
+			if tt.forbidNS {
+				kube.PrependReactor("get", "namespaces", func(k8stesting.Action) (bool, runtime.Object, error) {
+					return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "namespaces"}, "bookinfo", errors.New("RBAC"))
+				})
+			}
 			if tt.forbid {
 				kube.PrependReactor("list", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
 					return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "", errors.New("RBAC"))

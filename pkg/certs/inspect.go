@@ -72,12 +72,20 @@ func Inspect(ctx context.Context, c Clients, cfg Config, pod *corev1.Pod) ([]*Re
 	}
 	var bundles []*Bundle
 	var err error
+	ambient, known := false, true
+	if pod != nil && cfg.Source == SourceAuto {
+		ambient, known = Ambient(ctx, c.Kube, pod)
+	}
 	switch {
-	case pod != nil && (cfg.Source == SourceZtunnel || cfg.Source == SourceAuto && IsAmbient(ctx, c.Kube, pod)):
+	case pod != nil && (cfg.Source == SourceZtunnel || ambient || !known):
 		if pod.Status.Phase != corev1.PodRunning {
 			return nil, notRunning(pod)
 		}
 		bundles, err = fetchZtunnel(ctx, c, pod)
+		if err != nil && !known {
+			// Not known to be ambient: it may just lack a sidecar.
+			return nil, fmt.Errorf("%w\n(namespace %s could not be read to tell whether the pod is in ambient mode; asking the ztunnel on its node: %v)", CheckPod(pod), pod.Namespace, err)
+		}
 	case pod != nil && cfg.Source != SourceFile:
 		if err := CheckPod(pod); err != nil {
 			return nil, err
