@@ -3,7 +3,6 @@ package cmd
 import (
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
-	cmdutil "k8s.io/kubectl/pkg/cmd/util"
 	"k8s.io/kubectl/pkg/scheme"
 
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/options"
@@ -39,6 +38,6 @@ Without a NAMESPACE, the current namespace (-n or the context's) is used.`,
 		},
 	}
 	o.PrintFlags.AddFlags(cmd)
-	cmdutil.AddDryRunFlag(cmd)
+	options.AddDryRunFlag(cmd, "")
 	return cmd
 }

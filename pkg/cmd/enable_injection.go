@@ -96,14 +96,14 @@ gateways.gateway.networking.k8s.io in the namespace.`,
 	cmd.Flags().Lookup("waypoint").NoOptDefVal = inject.DefaultWaypointName
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", o.Timeout, "With --waypoint: how long to wait for the waypoint's Deployment to be available")
 	o.PrintFlags.AddFlags(cmd)
-	cmdutil.AddDryRunFlag(cmd)
+	options.AddDryRunFlag(cmd, "")
 	return cmd
 }
 
 // Complete reads the dry-run flag, the namespaces and builds the client.
 func (o *InjectionLabelOptions) Complete(cmd *cobra.Command, args []string) error {
 	var err error
-	if o.DryRun, err = cmdutil.GetDryRunStrategy(cmd); err != nil {
+	if o.DryRun, err = options.DryRun(cmd); err != nil {
 		return err
 	}
 	o.Namespaces = args

@@ -94,13 +94,18 @@ func NewCmdExpose(root *options.Options) *cobra.Command {
 	f.StringVar(&o.PathPrefix, "path-prefix", o.PathPrefix, "Only requests under this path go to the Service")
 	f.StringVar(&o.GatewaySelector, "gateway-selector", o.GatewaySelector, "Labels of the ingress gateway pods (Istio API)")
 	f.StringVar(&o.API, "api", o.API, "Routing API to write: istio (Gateway and VirtualService) or gateway (Gateway API Gateway and HTTPRoute)")
-	f.StringVar(&o.DryRun, "dry-run", o.DryRun, `Must be "none", "server", or "client". If client strategy, only print the objects that would be sent; if server strategy, send them for validation without persisting them`)
+	options.AddDryRunFlag(cmd, `Must be "none", "server", or "client". If client strategy, only print the objects that would be sent; if server strategy, send them for validation without persisting them`)
 	o.PrintFlags.AddFlags(cmd)
 	return cmd
 }
 
-// Complete reads the arguments and builds the clients.
+// Complete reads the arguments and --dry-run and builds the clients.
 func (o *ExposeOptions) Complete(cmd *cobra.Command, args []string) error {
+	dry, err := options.DryRun(cmd)
+	if err != nil {
+		return err
+	}
+	o.DryRun = options.DryRunName(dry)
 	o.Service = args[0]
 	ns, _, err := o.Options.Namespace()
 	if err != nil {

@@ -48,6 +48,13 @@ func TestExposeCommand(t *testing.T) {
 				"requests must carry Host: shop.example.com; until DNS points there, try: curl -H 'Host: shop.example.com' http://203.0.113.7/api\n",
 		},
 		{
+			name:   "bare --dry-run is client",
+			args:   []string{"expose", "backend", "--dry-run"},
+			kube:   ingressObjects("203.0.113.7"),
+			stdout: "http://203.0.113.7/\n",
+			stderr: "gateway.networking.istio.io/backend-gateway created (dry run)\nvirtualservice.networking.istio.io/backend-ingress created (dry run)\n",
+		},
+		{
 			name: "no gateway service",
 			args: []string{"expose", "backend", "--dry-run=client", "-o", "yaml"},
 			kube: backendObjects(),

@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
-	cmdutil "k8s.io/kubectl/pkg/cmd/util"
 
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/controlplane"
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/inject"
@@ -76,19 +75,17 @@ what their rights keep from being checked is noted on stderr.`,
 	f.DurationVar(&o.Timeout, "timeout", o.Timeout, "How long to wait for each workload's rollout")
 	f.StringVarP(&o.Output, "output", "o", "", `Output format: "" or "wide" (adds how long each rollout took, from the restart to verified pods)`)
 	f.BoolVar(&o.DeleteBarePods, "delete-bare-pods", false, "Delete pods that have no controller (nothing recreates them)")
-	f.String("dry-run", "none", `Must be "none", "server", or "client". Client: list what would be restarted and why. Server: send the changes as a server-side dry run.`)
-	f.Lookup("dry-run").NoOptDefVal = "client"
+	options.AddDryRunFlag(cmd, `Must be "none", "server", or "client". Client: list what would be restarted and why. Server: send the changes as a server-side dry run.`)
 	return cmd
 }
 
 // Complete resolves namespaces, the dry-run strategy and the client.
 func (o *RestartOptions) Complete(cmd *cobra.Command, args []string) error {
-	switch v := cmdutil.GetFlagString(cmd, "dry-run"); v {
-	case "none", "client", "server":
-		o.dryRun = inject.DryRun(v)
-	default:
-		return fmt.Errorf("invalid --dry-run %q: use none, client or server", v)
+	dry, err := options.DryRun(cmd)
+	if err != nil {
+		return err
 	}
+	o.dryRun = inject.DryRun(options.DryRunName(dry))
 	o.Namespaces = args
 	if len(args) == 0 && !o.AllNamespaces {
 		ns, _, err := o.Namespace()
@@ -97,7 +94,6 @@ func (o *RestartOptions) Complete(cmd *cobra.Command, args []string) error {
 		}
 		o.Namespaces = []string{ns}
 	}
-	var err error
 	o.kube, err = bulkKubeClient(o.Options)
 	return err
 }

@@ -161,7 +161,7 @@ func NewCmdSplit(root *options.Options) *cobra.Command {
 				}
 				return err
 			}
-			if err := o.Complete(positional); err != nil {
+			if err := o.Complete(cmd, positional); err != nil {
 				return err
 			}
 			if err := o.Validate(); err != nil {
@@ -179,7 +179,7 @@ func NewCmdSplit(root *options.Options) *cobra.Command {
 	f.BoolVar(&o.CreateServices, "create-services", o.CreateServices, "With --api gateway, create missing per-version Services")
 	f.BoolVar(&o.Force, "force", o.Force, "In ambient mode, write the route even when no waypoint is known to serve the Service (Istio ignores it until one does)")
 	f.StringVar(&o.RootNamespace, "root-namespace", o.RootNamespace, "Istio's root namespace (meshConfig.rootNamespace), whose DestinationRules apply mesh-wide")
-	f.StringVar(&o.DryRun, "dry-run", o.DryRun, `Must be "none", "server", or "client". If client strategy, only print the objects that would be sent; if server strategy, send them for validation without persisting them`)
+	options.AddDryRunFlag(cmd, `Must be "none", "server", or "client". If client strategy, only print the objects that would be sent; if server strategy, send them for validation without persisting them`)
 	o.PrintFlags.AddFlags(cmd)
 	return cmd
 }
@@ -259,8 +259,13 @@ func takeSubsetFlags(fs *pflag.FlagSet, args []string) ([]string, []traffic.Subs
 	return append(append(flags, "--"), positional...), subsets, nil
 }
 
-// Complete reads the arguments and builds the clients.
-func (o *SplitOptions) Complete(args []string) error {
+// Complete reads the arguments and --dry-run and builds the clients.
+func (o *SplitOptions) Complete(cmd *cobra.Command, args []string) error {
+	dry, err := options.DryRun(cmd)
+	if err != nil {
+		return err
+	}
+	o.DryRun = options.DryRunName(dry)
 	switch len(args) {
 	case 0:
 		return fmt.Errorf("name the service: kubectl mesh split SERVICE [WEIGHTS]")

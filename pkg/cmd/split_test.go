@@ -118,7 +118,7 @@ func TestSplitCommand(t *testing.T) {
 		},
 		{
 			name: "yaml output",
-			args: []string{"split", "backend", "v2=100", "--dry-run", "client", "-o", "yaml"},
+			args: []string{"split", "backend", "v2=100", "--dry-run", "-o", "yaml"}, // bare --dry-run is client, as in kubectl
 			stdout: `apiVersion: v1
 items:
 - apiVersion: networking.istio.io/v1
@@ -168,7 +168,9 @@ metadata:
 		{name: "undo with weights", args: []string{"split", "backend", "50/50", "--undo"}, err: `--undo restores the previous weights; do not give weights with it`},
 		{name: "no service", args: []string{"split"}, err: `name the service: kubectl mesh split SERVICE [WEIGHTS]`},
 		{name: "extra args", args: []string{"split", "backend", "50", "50"}, err: `too many arguments "50 50": give WEIGHTS as one argument, like 50/50 or v1=50,v2=50`},
-		{name: "bad dry run", args: []string{"split", "backend", "50/50", "--dry-run=maybe"}, err: `invalid --dry-run "maybe": use "none", "server" or "client"`},
+		{name: "bad dry run", args: []string{"split", "backend", "50/50", "--dry-run=maybe"}, err: `Invalid dry-run value (maybe). Must be "none", "server", or "client".`},
+		// As in kubectl, a bare --dry-run is client and its value needs "=".
+		{name: "dry run value without =", args: []string{"split", "backend", "50/50", "--dry-run", "server"}, err: `too many arguments "50/50 server": give WEIGHTS as one argument, like 50/50 or v1=50,v2=50`},
 		{name: "bad api", args: []string{"split", "backend", "50/50", "--api", "smi"}, err: `invalid --api "smi": use istio or gateway`},
 		{name: "bad color", args: []string{"split", "backend", "--color", "pink"}, err: `invalid --color "pink": use auto, always or never`},
 		{name: "unknown shorthand", args: []string{"split", "backend", "-x"}, err: `unknown shorthand flag: 'x' in -x`},
