@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,6 +23,9 @@ type CaptureConfig struct {
 	// StopGrace is how long the remote end gets to flush after being asked
 	// to stop before the connection is dropped.
 	StopGrace time.Duration
+	// StartTimeout bounds the wait for tcpdump to start capturing (its pcap
+	// header) when --duration is set; the duration counts from then.
+	StartTimeout time.Duration
 }
 
 // Capture runs tcpdump through r and analyses its output until --count,
@@ -35,6 +39,9 @@ func Capture(ctx context.Context, r Runner, cfg CaptureConfig) (*Report, error) 
 	}
 	if cfg.StopGrace == 0 {
 		cfg.StopGrace = 5 * time.Second
+	}
+	if cfg.StartTimeout == 0 {
+		cfg.StartTimeout = 60 * time.Second
 	}
 	ips, err := ParsePodIPs(cfg.Spec.PodIPs)
 	if err != nil {
@@ -77,7 +84,30 @@ func Capture(ctx context.Context, r Runner, cfg CaptureConfig) (*Report, error) 
 		})
 	}
 	readDone := make(chan struct{})
+	// --duration counts from the moment tcpdump captures, which is when it
+	// writes the pcap header: SSH, sudo and opening the interface can take
+	// seconds on a loaded node, and counting them would shorten the capture
+	// (or leave it empty).
+	started := make(chan struct{})
+	var startTimedOut atomic.Bool
 	go func() {
+		if cfg.Spec.Duration > 0 {
+			startWait := time.NewTimer(cfg.StartTimeout)
+			defer startWait.Stop()
+			select {
+			case <-ctx.Done():
+				stop()
+				return
+			case <-readDone:
+				return
+			case <-startWait.C:
+				startTimedOut.Store(true)
+				stop()
+				s.Close()
+				return
+			case <-started:
+			}
+		}
 		var timer <-chan time.Time
 		if cfg.Spec.Duration > 0 {
 			t := time.NewTimer(cfg.Spec.Duration)
@@ -99,9 +129,9 @@ func Capture(ctx context.Context, r Runner, cfg CaptureConfig) (*Report, error) 
 		}
 	}()
 
-	var in io.Reader = s
+	var in io.Reader = &firstRead{r: s, started: started}
 	if cfg.Raw != nil {
-		in = io.TeeReader(s, cfg.Raw)
+		in = io.TeeReader(in, cfg.Raw)
 	}
 	an := NewAnalyzer(cfg.Analysis)
 	readErr := an.ReadFrom(context.Background(), in)
@@ -112,6 +142,9 @@ func Capture(ctx context.Context, r Runner, cfg CaptureConfig) (*Report, error) 
 	}
 	waitErr := waitTimeout(s, cfg.StopGrace)
 	rep := an.Finish()
+	if startTimedOut.Load() {
+		return rep, fmt.Errorf("tcpdump on %s did not start capturing within %s; check the node's load and that tcpdump runs there (sudo -n tcpdump --version)", r.Describe(), cfg.StartTimeout)
+	}
 	var lost *ConnectionLostError
 	switch {
 	case errors.As(waitErr, &lost):
@@ -123,8 +156,12 @@ func Capture(ctx context.Context, r Runner, cfg CaptureConfig) (*Report, error) 
 			rep.Warnings = append(rep.Warnings, fmt.Sprintf("the capture reached its %s backstop on the node", MaxCapture))
 			return rep, readErr
 		}
-		if rep.Packets == 0 || readErr != nil {
-			return rep, waitErr
+		// A capture we stopped after its header arrived is complete even
+		// when tcpdump, killed by the stop, exits non-zero with no packets.
+		if !isClosed(stopped) || !isClosed(started) {
+			if rep.Packets == 0 || readErr != nil {
+				return rep, waitErr
+			}
 		}
 		// Interrupted captures may exit non-zero after a complete stream.
 		fmt.Fprintf(notes, "note: %v\n", waitErr)
@@ -142,6 +179,30 @@ func Capture(ctx context.Context, r Runner, cfg CaptureConfig) (*Report, error) 
 		rep.Incomplete = true
 	}
 	return rep, nil
+}
+
+// firstRead closes started when the first bytes of the capture arrive.
+type firstRead struct {
+	r       io.Reader
+	started chan struct{}
+	once    sync.Once
+}
+
+func (f *firstRead) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if n > 0 {
+		f.once.Do(func() { close(f.started) })
+	}
+	return n, err
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 func waitTimeout(s Stream, d time.Duration) error {
