@@ -63,6 +63,13 @@ type daemon struct {
 	rnd       *rand.Rand
 	readyOnce sync.Once
 	amb       *ambient // the ztunnel stand-in (ztunnel.go)
+
+	// endpointPods are the workshop's pods on every node: the labels and
+	// service accounts of the endpoints a proxy routes to.
+	endpointPods corelisters.PodLister
+	// onReady is called once every pod that was Running at the start has
+	// its network.
+	onReady func()
 }
 
 func newDaemon(cfg Config, n *node) (*daemon, error) {
@@ -104,6 +111,10 @@ func newDaemon(cfg Config, n *node) (*daemon, error) {
 	isf := istioinformers.NewSharedInformerFactory(ic, 0)
 	podInf := podF.Core().V1().Pods()
 	d.pods = podInf.Lister()
+	allF := informers.NewSharedInformerFactoryWithOptions(d.kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.LabelSelector = appSel.String()
+	}))
+	d.endpointPods = allF.Core().V1().Pods().Lister()
 	d.slices = kf.Discovery().V1().EndpointSlices().Lister()
 	d.services = kf.Core().V1().Services().Lister()
 	d.vss = isf.Networking().V1().VirtualServices().Lister()
@@ -119,7 +130,7 @@ func newDaemon(cfg Config, n *node) (*daemon, error) {
 	}
 	// Routing reads the other listers on every request; their informers
 	// only need to exist before Start.
-	for _, inf := range []cache.SharedIndexInformer{podInf.Informer(), kf.Discovery().V1().EndpointSlices().Informer(),
+	for _, inf := range []cache.SharedIndexInformer{podInf.Informer(), allF.Core().V1().Pods().Informer(), kf.Discovery().V1().EndpointSlices().Informer(),
 		kf.Core().V1().Services().Informer(), isf.Networking().V1().VirtualServices().Informer(),
 		isf.Networking().V1().DestinationRules().Informer(), isf.Networking().V1().Gateways().Informer()} {
 		d.synced = append(d.synced, inf.HasSynced)
@@ -131,7 +142,7 @@ func newDaemon(cfg Config, n *node) (*daemon, error) {
 	if err := d.initAmbient(kf, h); err != nil {
 		return nil, err
 	}
-	d.starters = []starter{podF, kf, isf}
+	d.starters = []starter{podF, allF, kf, isf}
 	return d, nil
 }
 
@@ -158,7 +169,7 @@ func (d *daemon) run(ctx context.Context) error {
 	}
 	defer dns.close()
 	d.dns = dns
-	d.cfg.logf("cluster DNS: %s/%s answers for %s on %s (UDP) in %s", DNSNamespace, DNSService, ClusterDomain, dns.addr, NodeNS)
+	d.cfg.logf("cluster DNS: %s/%s answers for %s on %s (UDP) in %s", DNSNamespace, DNSService, ClusterDomain, dns.addr, d.node.net.NS)
 	d.trigger()
 	retry := time.NewTimer(time.Hour)
 	defer retry.Stop()
@@ -233,10 +244,10 @@ func (d *daemon) sync(ctx context.Context) bool {
 	d.syncNodePorts(ctx)
 	if !failed {
 		d.readyOnce.Do(func() {
-			if err := os.WriteFile(ReadyFile(d.cfg.Dir), []byte(time.Now().Format(time.RFC3339)+"\n"), 0o644); err != nil {
-				d.cfg.logf("writing the ready marker: %v", err)
+			d.cfg.logf("node %s ready: %d pods have a network", d.cfg.Node, len(d.running))
+			if d.onReady != nil {
+				d.onReady()
 			}
-			d.cfg.logf("ready: %d pods have a network", len(d.running))
 		})
 	}
 	return failed
@@ -277,7 +288,7 @@ func (d *daemon) endpoints(host string) []Endpoint {
 				continue
 			}
 			ep := Endpoint{Namespace: ns, Pod: e.TargetRef.Name, IP: addr}
-			if p, err := d.pods.Pods(ns).Get(e.TargetRef.Name); err == nil {
+			if p, err := d.endpointPod(ns, e.TargetRef.Name); err == nil {
 				ep.Labels, ep.ServiceAccount = p.Labels, p.Spec.ServiceAccountName
 			}
 			out = append(out, ep)
@@ -285,6 +296,15 @@ func (d *daemon) endpoints(host string) []Endpoint {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Pod < out[j].Pod })
 	return out
+}
+
+// endpointPod finds an endpoint's pod on any node (on this node only for a
+// daemon built without the all-node lister, as unit tests build it).
+func (d *daemon) endpointPod(ns, name string) (*corev1.Pod, error) {
+	if d.endpointPods == nil {
+		return d.pods.Pods(ns).Get(name)
+	}
+	return d.endpointPods.Pods(ns).Get(name)
 }
 
 // routes is the routing configuration proxies see now.

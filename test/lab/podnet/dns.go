@@ -54,16 +54,17 @@ func (d *daemon) startDNS(ctx context.Context) (*dnsServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := ip("-n", NodeNS, "addr", "replace", svcIP.String()+"/32", "dev", "lo"); err != nil {
+	ns := d.node.net.NS
+	if err := ip("-n", ns, "addr", "replace", svcIP.String()+"/32", "dev", "lo"); err != nil {
 		return nil, err
 	}
 	var conn net.PacketConn
 	addr := netip.AddrPortFrom(svcIP, 53)
-	if err := netlab.InNetNS(NodeNS, func() (err error) {
+	if err := netlab.InNetNS(ns, func() (err error) {
 		conn, err = net.ListenPacket("udp4", addr.String())
 		return err
 	}); err != nil {
-		return nil, fmt.Errorf("listening for DNS on %s in %s: %w", addr, NodeNS, err)
+		return nil, fmt.Errorf("listening for DNS on %s in %s: %w", addr, ns, err)
 	}
 	s := &dnsServer{addr: addr, conn: conn, lookup: d.lookupService, done: make(chan struct{})}
 	go s.serve()
@@ -86,6 +87,11 @@ func ensureKubeDNS(ctx context.Context, d *daemon) (netip.Addr, error) {
 		}
 		if err == nil {
 			d.cfg.logf("created Service %s/%s at %s", DNSNamespace, DNSService, svc.Spec.ClusterIP)
+		}
+		if apierrors.IsAlreadyExists(err) {
+			// Another node's daemon made it first (its address taken, the
+			// first create was refused as invalid).
+			svc, err = svcs.Get(ctx, DNSService, metav1.GetOptions{})
 		}
 	}
 	if err != nil {

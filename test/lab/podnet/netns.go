@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -19,37 +20,75 @@ import (
 	"github.com/kubectl-mesh/kubectl-mesh/test/netlab"
 )
 
-// node is the node namespace: netlab's node (bridge, uplink, sshd) plus
-// the pod CIDR routed through it.
+// network is the LAN with its nodes.
+type network struct {
+	lan   *netlab.LAN
+	nodes []*node
+}
+
+// node is one node namespace: netlab's node (bridge, uplink on the LAN,
+// sshd) plus the routes of the plan.
 type node struct {
+	net  NodeNet
 	lab  *netlab.Lab
 	sshd *netlab.SSHD
 }
 
-func setupNode(ctx context.Context, cfg Config) (*node, error) {
-	l, err := netlab.Setup(netlab.Config{
-		Prefix:       Prefix,
-		PodSubnet:    netip.MustParsePrefix(bridgeSubnet),
-		UplinkSubnet: netip.MustParsePrefix(uplinkSubnet),
-	})
+// setupNetwork builds the LAN and every node of the plan, routed to each
+// other, with one sshd per node that takes the same client key.
+func setupNetwork(ctx context.Context, cfg Config, plan []NodeNet) (_ *network, err error) {
+	lan, err := netlab.SetupLAN(LANNS, UplinkLink, netip.MustParsePrefix(lanSubnet))
+	if err != nil {
+		return nil, fmt.Errorf("creating the nodes' LAN: %w", err)
+	}
+	nw := &network{lan: lan}
+	defer func() {
+		if err != nil {
+			nw.teardown()
+		}
+	}()
+	clientKey := ""
+	for _, nn := range plan {
+		n, err := setupNode(ctx, nn, plan, lan, clientKey)
+		if err != nil {
+			return nil, fmt.Errorf("node %s: %w", nn.Name, err)
+		}
+		nw.nodes = append(nw.nodes, n)
+		clientKey = n.sshd.ClientKey
+	}
+	// The host reaches every node's pods through that node.
+	for _, r := range HostRoutes(plan) {
+		if err := ip("route", "replace", r.Dst.String(), "via", r.Via.String(), "dev", UplinkLink); err != nil {
+			return nil, err
+		}
+	}
+	if err := writeSSHFiles(cfg, nw.nodes); err != nil {
+		return nil, err
+	}
+	return nw, nil
+}
+
+func setupNode(ctx context.Context, nn NodeNet, plan []NodeNet, lan *netlab.LAN, clientKey string) (*node, error) {
+	l, err := netlab.Setup(netlab.Config{Prefix: Prefix, Node: nn.NS, PodSubnet: nn.BridgeSubnet, LAN: lan, NodeIP: nn.IP})
 	if err != nil {
 		return nil, fmt.Errorf("creating the node namespace: %w", err)
 	}
-	n := &node{lab: l}
-	if l.NodeIP.String() != NodeIP || l.HostIP.String() != HostIP || l.BridgeIP.String() != bridgeIP || l.Node != NodeNS {
+	n := &node{net: nn, lab: l}
+	if l.NodeIP != nn.IP || l.HostIP.String() != HostIP || l.BridgeIP != nn.BridgeIP || l.Node != nn.NS {
 		n.teardown()
-		return nil, fmt.Errorf("netlab laid the node out as %s/%s/%s in %s, want %s/%s/%s in %s", l.HostIP, l.NodeIP, l.BridgeIP, l.Node, HostIP, NodeIP, bridgeIP, NodeNS)
+		return nil, fmt.Errorf("netlab laid the node out as %s/%s/%s in %s, want %s/%s/%s in %s", l.HostIP, l.NodeIP, l.BridgeIP, l.Node, HostIP, nn.IP, nn.BridgeIP, nn.NS)
 	}
-	// Pods hold addresses of the whole /16 (as KWOK hands them out), so the
-	// node routes the /16 to its bridge and forwards between the uplink and
-	// the pods; the host reaches pods through the node.
-	// A fixed bridge MAC: otherwise the bridge takes its lowest port's and
-	// every change of it flushes the pods' neighbour entries.
+	// Pods hold addresses of the whole pod subnet (as KWOK hands them
+	// out), so the node routes it to its bridge and forwards between the
+	// uplink and the pods; other nodes' pods are reached via those nodes
+	// on the LAN.
 	steps := [][]string{
-		{"-n", NodeNS, "link", "set", l.Bridge, "address", bridgeMAC},
-		{"-n", NodeNS, "route", "replace", PodCIDR, "dev", l.Bridge},
-		{"netns", "exec", NodeNS, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"},
-		{"route", "replace", PodCIDR, "via", NodeIP, "dev", UplinkLink},
+		{"-n", nn.NS, "link", "set", l.Bridge, "address", nn.BridgeMAC},
+		{"-n", nn.NS, "route", "replace", nn.PodCIDR.String(), "dev", l.Bridge},
+		{"netns", "exec", nn.NS, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"},
+	}
+	for _, r := range nn.Routes(plan) {
+		steps = append(steps, []string{"-n", nn.NS, "route", "replace", r.Dst.String(), "via", r.Via.String(), "dev", "uplink"})
 	}
 	for _, s := range steps {
 		if err := ip(s...); err != nil {
@@ -57,30 +96,26 @@ func setupNode(ctx context.Context, cfg Config) (*node, error) {
 			return nil, err
 		}
 	}
-	if n.sshd, err = l.StartSSHD(ctx); err != nil {
+	if n.sshd, err = l.StartSSHDFor(ctx, clientKey); err != nil {
 		n.teardown()
 		return nil, fmt.Errorf("starting sshd in the node: %w", err)
 	}
-	if err := writeSSHFiles(cfg, n.sshd); err != nil {
-		n.teardown()
-		return nil, err
-	}
-	if err := AddCaptureUser(n.sshd.PID, filepath.Dir(n.sshd.ClientKey)); err != nil {
+	if err := AddCaptureUser(n.sshd.PID, n.sshd.Dir); err != nil {
 		n.teardown()
 		return nil, err
 	}
 	return n, nil
 }
 
-// writeSSHFiles copies the client key next to a known_hosts entry for the
-// node's name and address and an ssh_config that uses both, so sniff (or
-// ssh -F) reaches the node without touching the user's ~/.ssh.
-func writeSSHFiles(cfg Config, s *netlab.SSHD) error {
+// writeSSHFiles copies the client key next to known_hosts entries for the
+// nodes' names and addresses and an ssh_config that uses both, so sniff
+// (or ssh -F) reaches every node without touching the user's ~/.ssh.
+func writeSSHFiles(cfg Config, nodes []*node) error {
 	dir := filepath.Dir(SSHConfigFile(cfg.Dir))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	key, err := os.ReadFile(s.ClientKey)
+	key, err := os.ReadFile(nodes[0].sshd.ClientKey)
 	if err != nil {
 		return err
 	}
@@ -89,28 +124,43 @@ func writeSSHFiles(cfg Config, s *netlab.SSHD) error {
 		return err
 	}
 	known := filepath.Join(dir, "known_hosts")
-	line := knownhosts.Line([]string{cfg.Node, NodeIP}, s.HostKey)
-	if err := os.WriteFile(known, []byte(line+"\n"), 0o600); err != nil {
-		return err
-	}
-	conf := fmt.Sprintf(`# The lab's node %[1]s (network namespace %[2]s), written by podnet.
+	var lines, conf strings.Builder
+	for _, n := range nodes {
+		lines.WriteString(knownhosts.Line([]string{n.net.Name, n.net.IP.String()}, n.sshd.HostKey) + "\n")
+		fmt.Fprintf(&conf, `# The lab's node %[1]s (network namespace %[2]s), written by podnet.
 Host %[1]s %[3]s
   HostName %[3]s
   User %[4]s
   IdentityFile %[5]s
   UserKnownHostsFile %[6]s
   IdentitiesOnly yes
-`, cfg.Node, NodeNS, NodeIP, s.User, keyFile, known)
-	return os.WriteFile(SSHConfigFile(cfg.Dir), []byte(conf), 0o600)
+`, n.net.Name, n.net.NS, n.net.IP, n.sshd.User, keyFile, known)
+	}
+	if err := os.WriteFile(known, []byte(lines.String()), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(SSHConfigFile(cfg.Dir), []byte(conf.String()), 0o600)
 }
 
-func (n *node) teardown() {
-	n.lab.Teardown()
-	_ = exec.Command("ip", "route", "del", PodCIDR, "via", NodeIP).Run()
+func (n *node) teardown() { n.lab.Teardown() }
+
+// dial connects from the node namespace with the node's InternalIP as
+// source, where a kubelet's probes and Prometheus' scrapes come from.
+func (n *node) dial(ctx context.Context, addr string) (net.Conn, error) {
+	return dialFrom(n.net.NS, n.net.IP)(ctx, addr)
+}
+
+func (nw *network) teardown() {
+	for _, n := range nw.nodes {
+		n.teardown()
+	}
+	nw.lan.Teardown()
 }
 
 // podNet is one pod's namespace.
 type podNet struct {
+	// node is the node whose pod subnet holds IP.
+	node NodeNet
 	NS   string
 	IP   netip.Addr
 	Veth string // the node's end of the pod's veth
@@ -121,7 +171,9 @@ func podNetFor(namespace, name, uid string, addr netip.Addr) podNet {
 	h := fnv.New32a()
 	h.Write([]byte(uid))
 	a := addr.As4()
+	n, _ := NodeFor(addr)
 	return podNet{
+		node: n,
 		NS:   fmt.Sprintf("%s-%s.%s", Prefix, namespace, name),
 		IP:   addr,
 		Veth: fmt.Sprintf("%s%08x", Prefix, h.Sum32()),
@@ -135,17 +187,20 @@ func podNetFor(namespace, name, uid string, addr netip.Addr) podNet {
 // a permanent neighbour entry and a static bridge FDB entry for the pod, as
 // CNI plugins set up, so a capture on the node finds the pod's veth.
 func (p podNet) add() error {
-	prefix, _ := netip.ParsePrefix(PodCIDR)
+	if p.node.NS == "" {
+		return fmt.Errorf("pod IP %s is in no node's pod subnet (node1 has %s)", p.IP, PodCIDR)
+	}
+	nodeNS, prefix := p.node.NS, p.node.PodCIDR
 	steps := [][]string{
 		{"netns", "add", p.NS},
 		{"-n", p.NS, "link", "set", "lo", "up"},
-		{"-n", NodeNS, "link", "add", p.Veth, "type", "veth", "peer", "name", "eth0", "address", p.MAC, "netns", p.NS},
-		{"-n", NodeNS, "link", "set", p.Veth, "master", "br0"},
-		{"-n", NodeNS, "link", "set", p.Veth, "up"},
+		{"-n", nodeNS, "link", "add", p.Veth, "type", "veth", "peer", "name", "eth0", "address", p.MAC, "netns", p.NS},
+		{"-n", nodeNS, "link", "set", p.Veth, "master", "br0"},
+		{"-n", nodeNS, "link", "set", p.Veth, "up"},
 		{"-n", p.NS, "addr", "add", fmt.Sprintf("%s/%d", p.IP, prefix.Bits()), "dev", "eth0"},
 		{"-n", p.NS, "link", "set", "eth0", "up"},
-		{"-n", p.NS, "route", "add", "default", "via", bridgeIP},
-		{"-n", NodeNS, "neigh", "replace", p.IP.String(), "lladdr", p.MAC, "dev", "br0", "nud", "permanent"},
+		{"-n", p.NS, "route", "add", "default", "via", p.node.BridgeIP.String()},
+		{"-n", nodeNS, "neigh", "replace", p.IP.String(), "lladdr", p.MAC, "dev", "br0", "nud", "permanent"},
 	}
 	for _, s := range steps {
 		if err := ip(s...); err != nil {
@@ -153,7 +208,7 @@ func (p podNet) add() error {
 			return err
 		}
 	}
-	if out, err := exec.Command("bridge", "-n", NodeNS, "fdb", "replace", p.MAC, "dev", p.Veth, "master", "static").CombinedOutput(); err != nil {
+	if out, err := exec.Command("bridge", "-n", nodeNS, "fdb", "replace", p.MAC, "dev", p.Veth, "master", "static").CombinedOutput(); err != nil {
 		p.remove()
 		return fmt.Errorf("bridge fdb replace %s dev %s: %v: %s", p.MAC, p.Veth, err, strings.TrimSpace(string(out)))
 	}
@@ -163,8 +218,10 @@ func (p podNet) add() error {
 // remove deletes the node's end of the veth first: sockets still open in
 // the pod namespace would otherwise keep the pair alive after `netns del`.
 func (p podNet) remove() {
-	_ = exec.Command("ip", "-n", NodeNS, "link", "del", p.Veth).Run()
-	_ = exec.Command("ip", "-n", NodeNS, "neigh", "del", p.IP.String(), "dev", "br0").Run()
+	if p.node.NS != "" {
+		_ = exec.Command("ip", "-n", p.node.NS, "link", "del", p.Veth).Run()
+		_ = exec.Command("ip", "-n", p.node.NS, "neigh", "del", p.IP.String(), "dev", "br0").Run()
+	}
 	_ = exec.Command("ip", "netns", "del", p.NS).Run()
 }
 
@@ -239,13 +296,14 @@ func stopProcesses(names []string, grace time.Duration) {
 }
 
 // AttachPod gives a pod that podnet does not follow (one in a test's own
-// namespace on the lab's node) a network namespace on the node, wired as
-// podnet wires the workshop's pods, and returns it for netlab's backends
-// and clients (with netlab.Attach(NodeNS)). remove deletes it; Cleanup
-// does too, as its names carry Prefix.
+// namespace on a lab node) a network namespace on the node whose pod
+// subnet holds addr, wired as podnet wires the workshop's pods, and
+// returns it for netlab's backends and clients (with netlab.Attach of the
+// node's namespace, NodeNS for node1). remove deletes it; Cleanup does
+// too, as its names carry Prefix.
 func AttachPod(namespace, name, uid string, addr netip.Addr) (p *netlab.Pod, remove func(), err error) {
-	if !netip.MustParsePrefix(PodCIDR).Contains(addr) {
-		return nil, nil, fmt.Errorf("pod IP %s is outside the node's pod CIDR %s", addr, PodCIDR)
+	if _, ok := NodeFor(addr); !ok {
+		return nil, nil, fmt.Errorf("pod IP %s is in no lab node's pod subnet (node1 has %s)", addr, PodCIDR)
 	}
 	pn := podNetFor(namespace, name, uid, addr)
 	if err := pn.add(); err != nil {

@@ -2,10 +2,12 @@ package podnet
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -103,5 +105,58 @@ func TestNodeProbesAndDNS(t *testing.T) {
 	s.close()
 	if addrs, err := cache.resolve(ctx, p.NS, server, "backend.default.svc.cluster.local"); err != nil || len(addrs) != 1 {
 		t.Errorf("cached answer: %v, %v", addrs, err)
+	}
+}
+
+// The network plan: addresses, pod subnets, bridges and routes per node,
+// and which node a pod IP belongs to.
+func TestPlan(t *testing.T) {
+	plan, err := Plan("node1", "node2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, n := range plan {
+		got = append(got, fmt.Sprintf("%s ns=%s ip=%s pods=%s bridge=%s/%s mac=%s routes=%v",
+			n.Name, n.NS, n.IP, n.PodCIDR, n.BridgeIP, n.BridgeSubnet, n.BridgeMAC, n.Routes(plan)))
+	}
+	got = append(got, fmt.Sprintf("host=%v", HostRoutes(plan)))
+	want := []string{
+		"node1 ns=kml-node ip=10.243.0.2 pods=10.244.0.0/16 bridge=10.244.255.1/10.244.255.0/24 mac=02:42:0a:f4:ff:01 routes=[10.245.0.0/16 via 10.243.0.3]",
+		"node2 ns=kml-node2 ip=10.243.0.3 pods=10.245.0.0/16 bridge=10.245.255.1/10.245.255.0/24 mac=02:42:0a:f5:ff:01 routes=[10.244.0.0/16 via 10.243.0.2]",
+		"host=[10.244.0.0/16 via 10.243.0.2 10.245.0.0/16 via 10.243.0.3]",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("plan:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// node1 keeps the addresses the lab's Node object, kwok --cidr and
+	// the tests name.
+	if n := plan[0]; n.NS != NodeNS || n.IP.String() != NodeIP || n.PodCIDR.String() != PodCIDR || !netip.MustParsePrefix(lanSubnet).Contains(n.IP) {
+		t.Errorf("node1 is %+v, want %s at %s with %s on %s", n, NodeNS, NodeIP, PodCIDR, lanSubnet)
+	}
+	for _, tc := range []struct{ addr, ns string }{
+		{"10.244.0.7", "kml-node"}, {"10.244.254.254", "kml-node"}, {"10.245.0.1", "kml-node2"},
+		{"10.251.3.4", "kml-node8"}, {"10.252.0.1", ""}, {"10.243.0.2", ""}, {"10.0.0.10", ""},
+	} {
+		n, ok := NodeFor(netip.MustParseAddr(tc.addr))
+		if n.NS != tc.ns || ok != (tc.ns != "") {
+			t.Errorf("NodeFor(%s) = %q, %v; want %q", tc.addr, n.NS, ok, tc.ns)
+		}
+	}
+	if n := podNetFor("default", "be", "uid", netip.MustParseAddr("10.245.0.3")); n.node.NS != "kml-node2" || n.NS != "kml-default.be" {
+		t.Errorf("pod 10.245.0.3 is on %q in %q, want kml-node2 in kml-default.be", n.node.NS, n.NS)
+	}
+	for _, tc := range []struct {
+		names []string
+		err   string
+	}{
+		{nil, "the pod network has room for 1 to 8 nodes, not 0"},
+		{[]string{"a", "b", "c", "d", "e", "f", "g", "h", "i"}, "the pod network has room for 1 to 8 nodes, not 9"},
+		{[]string{"node1", "node1"}, `node names must be set and distinct: ["node1" "node1"]`},
+		{[]string{""}, `node names must be set and distinct: [""]`},
+	} {
+		if _, err := Plan(tc.names...); err == nil || err.Error() != tc.err {
+			t.Errorf("Plan(%q): %v, want %s", tc.names, err, tc.err)
+		}
 	}
 }

@@ -57,8 +57,8 @@ func (d *daemon) syncNodePorts(ctx context.Context) {
 			continue
 		}
 		np := &nodePort{namespace: s.Namespace, service: s.Name, port: ports[port]}
-		addr := net.JoinHostPort(NodeIP, strconv.Itoa(int(port)))
-		if err := netlab.InNetNS(NodeNS, func() (err error) {
+		addr := net.JoinHostPort(d.node.net.IP.String(), strconv.Itoa(int(port)))
+		if err := netlab.InNetNS(d.node.net.NS, func() (err error) {
 			np.ln, err = net.Listen("tcp", addr)
 			return err
 		}); err != nil {
@@ -86,7 +86,7 @@ func (np *nodePort) serve(ctx context.Context, d *daemon) {
 				return
 			}
 			var up net.Conn
-			if err := netlab.InNetNS(NodeNS, func() (err error) {
+			if err := netlab.InNetNS(d.node.net.NS, func() (err error) {
 				up, err = net.Dial("tcp", addr)
 				return err
 			}); err != nil {

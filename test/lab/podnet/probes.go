@@ -130,12 +130,6 @@ type Prober struct {
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
-// nodeDial connects from the node namespace with the node's InternalIP as
-// source, where a kubelet's probes come from.
-func nodeDial(ctx context.Context, addr string) (net.Conn, error) {
-	return dialFrom(NodeNS, netip.MustParseAddr(NodeIP))(ctx, addr)
-}
-
 // dialFrom connects from network namespace ns with source address src.
 func dialFrom(ns string, src netip.Addr) func(ctx context.Context, addr string) (net.Conn, error) {
 	return func(ctx context.Context, addr string) (conn net.Conn, err error) {
@@ -203,7 +197,7 @@ func (d *daemon) startProbes(ctx context.Context, kp *corev1.Pod, p *pod) {
 		}
 		byContainer[pr.Container] = append(byContainer[pr.Container], pr)
 	}
-	pb := Prober{Dial: nodeDial}
+	pb := Prober{Dial: d.node.dial}
 	for _, c := range order {
 		probes := byContainer[c]
 		p.wg.Add(1)

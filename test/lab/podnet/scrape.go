@@ -59,7 +59,7 @@ func (d *daemon) startScrapes(ctx context.Context, kp *corev1.Pod, p *pod) {
 	}
 	tr := &http.Transport{
 		MaxIdleConnsPerHost: len(targets), IdleConnTimeout: 5 * time.Minute,
-		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return nodeDial(ctx, addr) },
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return d.node.dial(ctx, addr) },
 	}
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	p.wg.Add(1)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/kubectl-mesh/kubectl-mesh/test/lab/podnet"
@@ -21,11 +22,15 @@ func main() {
 	flag.StringVar(&cfg.IstiodCA, "istiod-ca", "", "PEM file that verifies istiod's serving certificate")
 	flag.StringVar(&cfg.Dir, "dir", "", "directory for SSH files, pod logs and the ready marker")
 	flag.StringVar(&cfg.Node, "node", "node1", "KWOK node whose pods get a network")
+	nodes := flag.String("nodes", "", "comma-separated KWOK nodes, in the network plan's order (node1's first); overrides --node")
 	flag.DurationVar(&cfg.Interval, "interval", 0, "pause between two frontend calls (default 100ms)")
 	flag.Parse()
 	if cfg.Kubeconfig == "" || cfg.IstiodCA == "" || cfg.Dir == "" || flag.NArg() != 0 {
-		fmt.Fprintln(os.Stderr, "usage: podnet --kubeconfig FILE --istiod-ca FILE --dir DIR [--node NAME] [--interval DURATION]")
+		fmt.Fprintln(os.Stderr, "usage: podnet --kubeconfig FILE --istiod-ca FILE --dir DIR [--node NAME | --nodes NAME,NAME...] [--interval DURATION]")
 		os.Exit(2)
+	}
+	if *nodes != "" {
+		cfg.Nodes = strings.Split(*nodes, ",")
 	}
 	cfg.Log = os.Stderr
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
