@@ -111,8 +111,9 @@ spec:
 ---` + workloadYAML("frontend-app", "v1", "frontend") + `---` + workloadYAML("backend-app", "v1", "backend")
 
 // BackendV2YAML is the workshop's second backend version, deployed by the
-// demo before splitting traffic.
-var BackendV2YAML = workloadYAML("backend-app", "v2", "backend")
+// demo before splitting traffic. It runs on node2, so the calls the
+// frontend (on node1) sends it cross nodes.
+var BackendV2YAML = onNode2(workloadYAML("backend-app", "v2", "backend"))
 
 // ingressGatewayYAML stands for Istio's ingress gateway: a Service of type
 // LoadBalancer (no load-balancer controller runs, so its address stays

@@ -115,6 +115,7 @@ var daemons = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kub
 // Up starts the lab, or reuses one that is already running and healthy. A
 // lab left behind half-dead by a killed run is stopped and started afresh.
 func Up(ctx context.Context, c Config) (*Lab, error) {
+	closeInheritedFiles()
 	start := time.Now()
 	for _, b := range []string{c.bin("etcd", EtcdVersion), c.bin("kube-apiserver", KubeVersion), c.bin("kube-controller-manager", KubeVersion),
 		c.bin("kube-scheduler", KubeVersion), c.bin("kwok", KwokVersion), c.bin("pilot-discovery", IstioVersion)} {
@@ -172,6 +173,12 @@ func reuse(ctx context.Context, c Config) (*Lab, bool) {
 	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := l.healthy(hctx); err != nil {
+		return nil, false
+	}
+	// A lab from before node2 is not this lab.
+	if kube, err := kubernetes.NewForConfig(l.RESTConfig); err != nil {
+		return nil, false
+	} else if _, err := kube.CoreV1().Nodes().Get(hctx, Node2Name, metav1.GetOptions{}); err != nil {
 		return nil, false
 	}
 	return l, true
@@ -374,17 +381,23 @@ func bringUp(ctx context.Context, c Config) (*Lab, error) {
 	if _, err := (process{Name: "kwok", Bin: c.bin("kwok", KwokVersion), Args: kwokArgs}).start(c.StateDir); err != nil {
 		return nil, err
 	}
-	nodes, err := decodeYAML([]byte(nodeYAML))
+	n2, err := node2YAML()
+	if err != nil {
+		return nil, err
+	}
+	nodes, err := decodeYAML([]byte(nodeYAML + "\n---\n" + n2))
 	if err != nil {
 		return nil, err
 	}
 	if err := ap2.apply(ctx, nodes); err != nil {
 		return nil, err
 	}
-	if err := waitNodeReady(ctx, kube, NodeName); err != nil {
-		return nil, err
+	for _, n := range NodeNames() {
+		if err := waitNodeReady(ctx, kube, n); err != nil {
+			return nil, fmt.Errorf("node %s: %w", n, err)
+		}
 	}
-	step("KWOK node %s ready", NodeName)
+	step("KWOK nodes %s ready", strings.Join(NodeNames(), ", "))
 
 	// istiod: its namespace, mesh config, webhooks, then the process.
 	if err := ensureNamespace(ctx, kube, "istio-system"); err != nil {
@@ -435,7 +448,12 @@ func bringUp(ctx context.Context, c Config) (*Lab, error) {
 	if err := startPodnet(ctx, c, pki); err != nil {
 		return nil, err
 	}
-	step("pod network: node %s at %s, workshop pods carry traffic", NodeName, podnet.NodeIP)
+	if plan, err := podnet.Plan(NodeNames()...); err == nil && os.Geteuid() == 0 {
+		for _, n := range plan {
+			step("pod network: node %s at %s (pods on %s, namespace %s)", n.Name, n.IP, n.PodCIDR, n.NS)
+		}
+		step("workshop pods carry traffic, across the nodes' LAN between nodes")
+	}
 	if os.Geteuid() == 0 {
 		if err := l.EnsureNodeExec(ctx); err != nil {
 			return nil, err

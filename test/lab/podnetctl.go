@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -21,6 +22,7 @@ import (
 // The pods get new network namespaces, so open connections and running
 // captures end.
 func RestartPodnet(ctx context.Context, c Config) error {
+	closeInheritedFiles()
 	if os.Geteuid() != 0 {
 		return errors.New("podnet needs root: run the restart as root")
 	}
@@ -70,7 +72,7 @@ func runPodnet(ctx context.Context, c Config, pki *PKI, bin string) error {
 	_ = os.Remove(podnet.ReadyFile(dir))
 	if _, err := (process{Name: "podnet", Bin: bin, Args: []string{
 		"--kubeconfig=" + filepath.Join(c.StateDir, "kubeconfig"), "--istiod-ca=" + pki.CA.CertFile,
-		"--dir=" + dir, "--node=" + NodeName,
+		"--dir=" + dir, "--nodes=" + strings.Join(NodeNames(), ","),
 	}}).start(c.StateDir); err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/kubectl-mesh/kubectl-mesh/test/lab"
@@ -36,14 +37,14 @@ func main() {
 			fmt.Fprintln(os.Stderr, "error:", err)
 			os.Exit(1)
 		}
-		fmt.Printf(`The lab is running: Kubernetes %s, Istio %s, KWOK node %q.
+		fmt.Printf(`The lab is running: Kubernetes %s, Istio %s, KWOK nodes %s (workshop pods on %s; backend v2 on %s).
 Use it with:
   export KUBECONFIG=%s
   kubectl get pods -A          # or %s/kubectl-%s
   kubectl mesh version
   kubectl mesh sniff backend-app --ssh-config %s
 Stop it with: make lab-down
-`, lab.KubeVersion, lab.IstioVersion, lab.NodeName, l.Kubeconfig, cfg.BinDir, lab.KubeVersion, filepath.Join(cfg.PodnetDir(), "ssh", "config"))
+`, lab.KubeVersion, lab.IstioVersion, strings.Join(lab.NodeNames(), ", "), lab.NodeName, lab.Node2Name, l.Kubeconfig, cfg.BinDir, lab.KubeVersion, filepath.Join(cfg.PodnetDir(), "ssh", "config"))
 	case "down":
 		if err := lab.Down(cfg); err != nil {
 			fmt.Fprintln(os.Stderr, "error:", err)
