@@ -133,6 +133,8 @@ func TestVerify(t *testing.T) {
 		wantErr  string // stderr's last line
 	}{
 		{name: "before-mesh", args: []string{"default"}, flows: plainFlows, wantCode: 2},
+		{name: "before-mesh-dot", args: []string{"default", "-o", "dot"}, flows: plainFlows, wantCode: 2},
+		{name: "before-mesh-mermaid", args: []string{"default", "-o", "mermaid"}, flows: plainFlows, wantCode: 2},
 		{name: "meshed", args: []string{"default"}, proxy: "1.31.0", certs: &fakeCerts{dirs: good}, flows: mtlsFlows, wantCode: 0},
 		{name: "meshed-json", args: []string{"default", "-o", "json"}, proxy: "1.31.0", certs: &fakeCerts{dirs: good}, flows: mtlsFlows, wantCode: 0},
 		{name: "meshed-yaml", args: []string{"default", "-o", "yaml"}, proxy: "1.31.0", certs: &fakeCerts{dirs: good}, flows: mtlsFlows, wantCode: 0},
@@ -169,7 +171,7 @@ func TestVerify(t *testing.T) {
 				t.Errorf("exit %d (%v), want %d\nstdout:\n%s", code, err, tc.wantCode, f.Out)
 			}
 			verifyGolden(t, tc.name, f.Out.String())
-			if tc.name == "meshed-dot" {
+			if strings.HasSuffix(tc.name, "-dot") {
 				checkDot(t, f.Out.String())
 			}
 		})

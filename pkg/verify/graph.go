@@ -71,9 +71,11 @@ func edgeText(e Edge) string {
 func writeDot(w io.Writer, res *Result) error {
 	nodes, mode := graphNodes(res)
 	var b strings.Builder
-	b.WriteString("digraph mesh {\n  rankdir=LR;\n  node [shape=box, style=rounded, fontname=\"Helvetica\"];\n  edge [fontname=\"Helvetica\", fontsize=10];\n")
+	b.WriteString("digraph mesh {\n  rankdir=LR;\n  labelloc=t;\n")
+	fmt.Fprintf(&b, "  label=%s;\n", dotQuote(graphTitle(res)))
+	b.WriteString("  node [shape=box, style=rounded, fontname=\"Helvetica\"];\n  edge [fontname=\"Helvetica\", fontsize=10];\n")
 	for _, n := range nodes {
-		label := n
+		label := nodeLabel(n)
 		if m := mode[n]; m != "" {
 			label += "\n" + m
 		}
@@ -105,10 +107,13 @@ func writeMermaid(w io.Writer, res *Result) error {
 	nodes, mode := graphNodes(res)
 	id := map[string]string{}
 	var b strings.Builder
+	for _, line := range strings.Split(graphTitle(res), "\n") {
+		fmt.Fprintf(&b, "%%%% %s\n", line)
+	}
 	b.WriteString("flowchart LR\n")
 	for i, n := range nodes {
 		id[n] = fmt.Sprintf("n%d", i)
-		label := n
+		label := nodeLabel(n)
 		if m := mode[n]; m != "" {
 			label += "<br/>" + m
 		}
@@ -131,4 +136,24 @@ func writeMermaid(w io.Writer, res *Result) error {
 // mermaidText escapes a label for a quoted Mermaid string.
 func mermaidText(s string) string {
 	return strings.NewReplacer(`"`, "#quot;").Replace(s)
+}
+
+// graphTitle is the verdict and its reasons, one per line.
+func graphTitle(res *Result) string {
+	lines := []string{fmt.Sprintf("%s: %s (exit %d)", res.Scope, res.Verdict, res.ExitCode)}
+	for _, f := range res.Failures {
+		lines = append(lines, "failed: "+f)
+	}
+	for _, u := range res.Unproven {
+		lines = append(lines, "unproven: "+strings.ReplaceAll(u, "\n", " "))
+	}
+	return strings.Join(lines, "\n")
+}
+
+// nodeLabel names the source of predicted edges "any client".
+func nodeLabel(n string) string {
+	if n == "*" {
+		return "any client"
+	}
+	return n
 }
