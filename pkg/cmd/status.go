@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 
@@ -10,7 +9,6 @@ import (
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/yaml"
 
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/controlplane"
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/inject"
@@ -22,7 +20,7 @@ import (
 type StatusOptions struct {
 	*options.Options
 	AllNamespaces bool
-	Output        string
+	PrintFlags    *options.ReportPrintFlags
 	Namespaces    []string
 	RootNamespace string
 
@@ -33,7 +31,7 @@ type StatusOptions struct {
 
 // NewCmdStatus returns the status command.
 func NewCmdStatus(root *options.Options) *cobra.Command {
-	o := &StatusOptions{Options: root, RootNamespace: mesh.DefaultRootNamespace}
+	o := &StatusOptions{Options: root, RootNamespace: mesh.DefaultRootNamespace, PrintFlags: options.NewReportPrintFlags("wide")}
 	cmd := &cobra.Command{
 		Use:   "status [-n NAMESPACE | -A] [-o wide|json|yaml]",
 		Short: "Show the control plane and each namespace's injection, sidecars and mTLS",
@@ -76,7 +74,7 @@ by Istio's standard webhook selectors.`,
 		},
 	}
 	cmd.Flags().BoolVarP(&o.AllNamespaces, "all-namespaces", "A", false, "Show all namespaces")
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "Output format: wide, json or yaml")
+	o.PrintFlags.AddFlags(cmd)
 	cmd.Flags().StringVar(&o.RootNamespace, "root-namespace", o.RootNamespace, "Istio's root namespace, where the mesh-wide PeerAuthentication lives, when meshConfig.rootNamespace does not say")
 	return cmd
 }
@@ -103,11 +101,7 @@ func (o *StatusOptions) Complete() error {
 
 // Validate checks flags without touching the cluster.
 func (o *StatusOptions) Validate() error {
-	switch o.Output {
-	case "", "wide", "json", "yaml":
-		return nil
-	}
-	return fmt.Errorf("--output must be wide, json or yaml, got %q", o.Output)
+	return o.PrintFlags.Validate()
 }
 
 // Run builds and prints the report.
@@ -117,26 +111,14 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 		return err
 	}
 	writeUnchecked(o.ErrOut, rep.Unchecked)
-	switch o.Output {
-	case "json":
-		b, err := json.MarshalIndent(rep, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintln(o.Out, string(b))
-		return err
-	case "yaml":
-		b, err := yaml.Marshal(rep)
-		if err != nil {
-			return err
-		}
-		_, err = o.Out.Write(b)
+	if !o.PrintFlags.Human() {
+		return o.PrintFlags.Print(o.Out, rep)
+	}
+	wide := o.PrintFlags.Format() == "wide"
+	if err := inject.WriteStatus(o.Out, rep, wide); err != nil {
 		return err
 	}
-	if err := inject.WriteStatus(o.Out, rep, o.Output == "wide"); err != nil {
-		return err
-	}
-	return inject.WriteAmbient(o.Out, rep, o.Output == "wide")
+	return inject.WriteAmbient(o.Out, rep, wide)
 }
 
 // writeUnchecked notes, on stderr, what the user's permissions kept from

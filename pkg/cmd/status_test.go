@@ -116,7 +116,8 @@ cart        sidecar     1/1                      0                      1.31.0  
 }
 `},
 		{name: "unknown namespace", args: []string{"status", "-n", "nope"}, wantErr: `namespace "nope" not found; check the name with: kubectl get namespaces`},
-		{name: "bad output", args: []string{"status", "-o", "table"}, wantErr: `--output must be wide, json or yaml, got "table"`},
+		{name: "bad output", args: []string{"status", "-o", "table"}, wantErr: `unable to match a printer suitable for the output format "table", allowed formats are: wide,json,yaml,go-template,go-template-file,template,templatefile,jsonpath,jsonpath-as-json,jsonpath-file`},
+		{name: "jsonpath", args: []string{"status", "-A", "-o", "jsonpath={.namespaces[*].name} {.controlPlanes[0].revision}"}, wantOut: "amb cart istio-system plain shop canary"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,15 +1,12 @@
 package cmd
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
 	"runtime"
 	"strings"
 
 	"github.com/spf13/cobra"
 	apimachineryversion "k8s.io/apimachinery/pkg/version"
-	"sigs.k8s.io/yaml"
 
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/controlplane"
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/options"
@@ -20,7 +17,7 @@ import (
 type VersionOptions struct {
 	*options.Options
 	ClientOnly bool
-	Output     string
+	PrintFlags *options.ReportPrintFlags
 }
 
 // ClientVersion is the plugin's own build.
@@ -45,7 +42,7 @@ type VersionInfo struct {
 
 // NewCmdVersion returns the version command.
 func NewCmdVersion(root *options.Options) *cobra.Command {
-	o := &VersionOptions{Options: root}
+	o := &VersionOptions{Options: root, PrintFlags: options.NewReportPrintFlags()}
 	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "Print the plugin, Kubernetes and Istio control-plane versions",
@@ -67,18 +64,13 @@ func NewCmdVersion(root *options.Options) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&o.ClientOnly, "client", false, "Print only the plugin's version; do not contact the cluster")
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "Output format: one of json, yaml")
-	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]cobra.Completion{"json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
+	o.PrintFlags.AddFlags(cmd)
 	return cmd
 }
 
 // Validate checks flags without touching the cluster.
 func (o *VersionOptions) Validate() error {
-	switch o.Output {
-	case "", "json", "yaml":
-		return nil
-	}
-	return fmt.Errorf("--output must be json or yaml, got %q", o.Output)
+	return o.PrintFlags.Validate()
 }
 
 // Run prints the versions. Without --client, a cluster that cannot be reached
@@ -95,7 +87,7 @@ func (o *VersionOptions) Run(cmd *cobra.Command) error {
 	if !o.ClientOnly {
 		serverErr = o.fetchServer(cmd, &info)
 	}
-	if err := printVersion(o.Out, o.Output, info, o.ClientOnly); err != nil {
+	if err := o.printVersion(info); err != nil {
 		return err
 	}
 	return serverErr
@@ -124,22 +116,10 @@ func (o *VersionOptions) fetchServer(cmd *cobra.Command, info *VersionInfo) erro
 	return nil
 }
 
-func printVersion(w io.Writer, format string, info VersionInfo, clientOnly bool) error {
-	switch format {
-	case "json":
-		b, err := json.MarshalIndent(info, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintln(w, string(b))
-		return err
-	case "yaml":
-		b, err := yaml.Marshal(info)
-		if err != nil {
-			return err
-		}
-		_, err = w.Write(b)
-		return err
+func (o *VersionOptions) printVersion(info VersionInfo) error {
+	w, clientOnly := o.Out, o.ClientOnly
+	if !o.PrintFlags.Human() {
+		return o.PrintFlags.Print(w, info)
 	}
 	c := info.ClientVersion
 	fmt.Fprintf(w, "Client Version: %s (commit %s, built %s, %s, %s)\n", c.Version, c.Commit, c.Date, c.GoVersion, c.Platform)

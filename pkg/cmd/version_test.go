@@ -24,7 +24,8 @@ func TestVersionClient(t *testing.T) {
 			want: fmt.Sprintf("Client Version: dev (commit none, built unknown, %s, %s/%s)\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)},
 		{args: []string{"version", "--client", "-o", "json"},
 			want: fmt.Sprintf("{\n  \"clientVersion\": {\n    \"version\": \"dev\",\n    \"commit\": \"none\",\n    \"date\": \"unknown\",\n    \"goVersion\": %q,\n    \"platform\": \"%s/%s\"\n  }\n}\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)},
-		{args: []string{"version", "-o", "table"}, wantErr: `--output must be json or yaml, got "table"`},
+		{args: []string{"version", "--client", "-o", "go-template={{.clientVersion.version}} {{.clientVersion.commit}}"}, want: "dev none"},
+		{args: []string{"version", "-o", "table"}, wantErr: `unable to match a printer suitable for the output format "table", allowed formats are: json,yaml,go-template,go-template-file,template,templatefile,jsonpath,jsonpath-as-json,jsonpath-file`},
 		{args: []string{"version", "extra"}, wantErr: `unknown command "extra" for "kubectl mesh version"`},
 	}
 	for _, tt := range tests {
