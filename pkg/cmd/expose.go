@@ -123,9 +123,6 @@ func (o *ExposeOptions) Validate() error {
 	default:
 		return fmt.Errorf("invalid --api %q: use istio or gateway", o.API)
 	}
-	if err := validateDryRun(o.DryRun); err != nil {
-		return err
-	}
 	if o.Port < 0 || o.Port > 65535 {
 		return fmt.Errorf("invalid --port %d: use a port number of the Service (1-65535)", o.Port)
 	}
@@ -163,12 +160,12 @@ func (o *ExposeOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	printChanges(o.ErrOut, res.Changes, traffic.DryRun(o.DryRun))
+	traffic.WriteChanges(o.ErrOut, res.Changes, traffic.DryRun(o.DryRun))
 	for _, n := range res.Notes {
 		fmt.Fprintln(o.ErrOut, n)
 	}
 	if o.printer != nil {
-		return printObjects(o.printer, o.Out, res.Objects)
+		return traffic.WriteObjects(o.printer, o.Out, res.Objects)
 	}
 	if res.URL != "" {
 		fmt.Fprintln(o.Out, res.URL)

@@ -3,13 +3,10 @@ package cmd
 import (
 	"context"
 	"fmt"
-	"io"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/printers"
 
@@ -295,9 +292,6 @@ func (o *SplitOptions) Validate() error {
 	if o.CreateServices && o.API != string(traffic.APIGateway) {
 		return fmt.Errorf("--create-services needs --api gateway: the Istio API routes to subsets, not per-version Services")
 	}
-	if err := validateDryRun(o.DryRun); err != nil {
-		return err
-	}
 	if o.SubsetLabel == "" {
 		return fmt.Errorf("--subset-label must not be empty")
 	}
@@ -332,14 +326,6 @@ func (o *SplitOptions) Validate() error {
 	return nil
 }
 
-func validateDryRun(v string) error {
-	switch traffic.DryRun(v) {
-	case traffic.DryRunNone, traffic.DryRunClient, traffic.DryRunServer:
-		return nil
-	}
-	return fmt.Errorf(`invalid --dry-run %q: use "none", "server" or "client"`, v)
-}
-
 // Run shows or changes the split.
 func (o *SplitOptions) Run(ctx context.Context) error {
 	res, err := traffic.Split(ctx, o.clients, traffic.SplitConfig{
@@ -359,7 +345,7 @@ func (o *SplitOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	printChanges(o.ErrOut, res.Changes, traffic.DryRun(o.DryRun))
+	traffic.WriteChanges(o.ErrOut, res.Changes, traffic.DryRun(o.DryRun))
 	if res.Attempts > 1 {
 		fmt.Fprintf(o.ErrOut, "objects changed while being updated; merged with the latest versions (%d attempts)\n", res.Attempts)
 	}
@@ -367,53 +353,9 @@ func (o *SplitOptions) Run(ctx context.Context) error {
 		fmt.Fprintln(o.ErrOut, n)
 	}
 	if o.printer != nil {
-		return printObjects(o.printer, o.Out, res.Objects)
+		return traffic.WriteObjects(o.printer, o.Out, res.Objects)
 	}
-	return printSplit(o.Out, res.Rows)
-}
-
-// printChanges writes kubectl's "kind.group/name op" lines.
-func printChanges(w io.Writer, changes []traffic.Change, dry traffic.DryRun) {
-	suffix := ""
-	switch dry {
-	case traffic.DryRunClient:
-		suffix = " (dry run)"
-	case traffic.DryRunServer:
-		suffix = " (server dry run)"
-	}
-	for _, c := range changes {
-		fmt.Fprintln(w, c.String()+suffix)
-	}
-}
-
-// printObjects prints one object, or a List of several, like kubectl get.
-func printObjects(p printers.ResourcePrinter, w io.Writer, objs []*unstructured.Unstructured) error {
-	if len(objs) == 1 {
-		return p.PrintObj(objs[0], w)
-	}
-	list := &unstructured.UnstructuredList{Object: map[string]interface{}{"apiVersion": "v1", "kind": "List", "metadata": map[string]interface{}{"resourceVersion": ""}}}
-	for _, obj := range objs {
-		list.Items = append(list.Items, *obj)
-	}
-	var out runtime.Object = list
-	return p.PrintObj(out, w)
-}
-
-func printSplit(w io.Writer, rows []traffic.Row) error {
-	tw := printers.GetNewTabWriter(w)
-	fmt.Fprintln(tw, "ROUTE\tSUBSET\tWEIGHT\tREADY PODS")
-	for _, r := range rows {
-		weight := "-"
-		if r.Weight >= 0 {
-			weight = fmt.Sprint(r.Weight)
-		}
-		pods := "-" // not a version of the service
-		if r.Pods >= 0 {
-			pods = fmt.Sprintf("%d/%d", r.Ready, r.Pods)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Route, r.Subset, weight, pods)
-	}
-	return tw.Flush()
+	return traffic.WriteSplit(o.Out, res.Rows)
 }
 
 // trafficClients gathers the clients the traffic engine needs (split, expose).
