@@ -184,8 +184,12 @@ func (d *daemon) startHBONE(ctx context.Context, kp *corev1.Pod, p *pod) error {
 	d.amb.mu.Lock()
 	d.amb.enrolled[p.net.IP] = p
 	d.amb.mu.Unlock()
-	p.appLog.Printf("ztunnel carries this pod's traffic as HBONE (%s, port %d)", st.id, HBONEPort)
-	d.cfg.logf("pod %s/%s: ambient, ztunnel carries its traffic as HBONE (%s)", p.namespace, p.name, st.id)
+	mode := "ztunnel carries its traffic as HBONE"
+	if st.bypass.Load() {
+		mode = "inbound HBONE; its own calls bypass ztunnel (" + BypassAnnotation + ")"
+	}
+	p.appLog.Printf("ambient: %s (%s, port %d)", mode, st.id, HBONEPort)
+	d.cfg.logf("pod %s/%s: ambient, %s (%s)", p.namespace, p.name, mode, st.id)
 	return nil
 }
 
