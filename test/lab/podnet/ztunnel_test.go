@@ -8,6 +8,11 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/certs"
 	"github.com/kubectl-mesh/kubectl-mesh/test/istioca"
 )
@@ -96,5 +101,75 @@ func TestZtunnelDump(t *testing.T) {
 	}
 	if bundles[1].State != certs.ZtunnelInitializing || len(bundles[1].Chain) != 0 {
 		t.Errorf("certs read the frontend's bundle as %s with %d certificates", bundles[1].State, len(bundles[1].Chain))
+	}
+}
+
+// TestAmbientCapture applies istio-cni's rules as podnet does: which pods
+// get a network outside the workshop's namespaces, and which ztunnel
+// carries (only while a Ready ztunnel pod runs on the node).
+func TestAmbientCapture(t *testing.T) {
+	nsIdx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	for _, ns := range []*corev1.Namespace{
+		{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"istio.io/dataplane-mode": "ambient"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "plain"}},
+	} {
+		_ = nsIdx.Add(ns)
+	}
+	running := func(ns, name, app string, labels, annotations map[string]string, sidecar bool) *corev1.Pod {
+		l := map[string]string{"app": app}
+		for k, v := range labels {
+			l[k] = v
+		}
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: l, Annotations: annotations},
+			Spec:   corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.0.9"}}
+		if sidecar {
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "istio-proxy"})
+			p.Annotations = map[string]string{"sidecar.istio.io/status": "{}"}
+		}
+		return p
+	}
+	pods := []*corev1.Pod{
+		running("shop", "backend", AppBackend, nil, nil, false),
+		running("shop", "legacy", AppBackend, nil, nil, true),
+		running("shop", "batch", AppFrontend, map[string]string{"istio.io/dataplane-mode": "none"}, nil, false),
+		running("plain", "frontend", AppFrontend, nil, nil, false),
+		running("plain", "opted-in", AppFrontend, map[string]string{"istio.io/dataplane-mode": "ambient"}, nil, false),
+		running("istio-system", "ztunnel-x", AppZtunnel, nil, nil, false),
+	}
+	podIdx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	for _, p := range pods {
+		_ = podIdx.Add(p)
+	}
+	d := &daemon{amb: &ambient{namespaces: corelisters.NewNamespaceLister(nsIdx)}, pods: corelisters.NewPodLister(podIdx)}
+	var got []string
+	for _, p := range pods {
+		got = append(got, fmt.Sprintf("%s/%s wanted=%t captured=%t", p.Namespace, p.Name, d.wantedAmbient(p), d.captured(p)))
+	}
+	want := []string{
+		"shop/backend wanted=true captured=true",
+		"shop/legacy wanted=true captured=false",
+		"shop/batch wanted=true captured=false",
+		"plain/frontend wanted=false captured=false",
+		"plain/opted-in wanted=true captured=true",
+		"istio-system/ztunnel-x wanted=true captured=false",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// The ztunnel pod is Running but not Ready yet: nothing is carried.
+	if d.ztunnelReady() {
+		t.Error("a ztunnel pod that is not Ready counts as ready")
+	}
+	z := pods[len(pods)-1].DeepCopy()
+	z.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+	_ = podIdx.Update(z)
+	if !d.ztunnelReady() {
+		t.Error("a Ready ztunnel pod does not count")
+	}
+	z.DeletionTimestamp = &metav1.Time{Time: time.Now()}
+	_ = podIdx.Update(z)
+	if d.ztunnelReady() {
+		t.Error("a terminating ztunnel pod counts as ready")
 	}
 }
