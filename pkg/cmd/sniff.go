@@ -260,8 +260,10 @@ func (o *SniffOptions) runLive(ctx context.Context, cfg sniff.Config) error {
 	}
 	groups, skipped := sniff.GroupByNode(t.Pods)
 	if len(groups) == 0 {
-		if len(t.Pods) == 1 && t.Pods[0].Spec.NodeName == "" {
-			return fmt.Errorf("pod %s/%s is not scheduled to a node yet", t.Pods[0].Namespace, t.Pods[0].Name)
+		if p := t.Pods[0]; len(t.Pods) == 1 && p.Spec.NodeName == "" {
+			return fmt.Errorf("pod %s/%s is not scheduled to a node yet", p.Namespace, p.Name)
+		} else if len(t.Pods) == 1 {
+			return fmt.Errorf("pod %s/%s has no IP address yet: wait until it is running", p.Namespace, p.Name)
 		}
 		return fmt.Errorf("no pod of %s in namespace %s is on a node with an address yet: wait until they run", t.What, o.ns)
 	}

@@ -166,6 +166,8 @@ func TestSniffLiveRejectsBeforeConnecting(t *testing.T) {
 			args: []string{"sniff", "-l", "tier=api", "-w", "x.pcap", "--ssh-user", "root"}, wantErr: "--node-address and -w name one node, but the pods of selector tier=api run on 2 nodes: drop them, or name pods on one node"},
 		{name: "no pod on a node", objects: []kruntime.Object{labelled(pod("api-1", "10.0.1.2", "", corev1.PodRunning)), labelled(pod("api-2", "", "node2", corev1.PodRunning))},
 			args: []string{"sniff", "-l", "tier=api"}, wantErr: "no pod of selector tier=api in namespace default is on a node with an address yet: wait until they run"},
+		{name: "pod without an address", objects: []kruntime.Object{pod("web-6", "", "node1", corev1.PodPending)},
+			args: []string{"sniff", "web-6"}, wantErr: "pod default/web-6 has no IP address yet: wait until it is running"},
 		{name: "unscheduled pod", objects: []kruntime.Object{pod("web-2", "10.0.0.3", "", corev1.PodRunning)},
 			args: []string{"sniff", "web-2"}, wantErr: "pod default/web-2 is not scheduled to a node yet"},
 		{name: "node without address", objects: []kruntime.Object{pod("web-3", "10.0.0.4", "node9", corev1.PodRunning), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node9"}}},
