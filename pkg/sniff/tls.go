@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strings"
+
+	"golang.org/x/crypto/cryptobyte"
 )
 
 // TLS record content types.
@@ -115,26 +117,30 @@ func couldBeRecordPrefix(b []byte) bool {
 
 // parseHandshake parses the first handshake message in hs.
 func parseHandshake(hs []byte, info *tlsInfo) tlsScan {
-	if len(hs) < 4 {
+	s := cryptobyte.String(hs)
+	var (
+		typ uint8
+		n   uint32
+	)
+	if !s.ReadUint8(&typ) || !s.ReadUint24(&n) {
 		return tlsNeedMore
 	}
-	typ := hs[0]
-	n := int(hs[1])<<16 | int(hs[2])<<8 | int(hs[3])
-	if typ != 1 && typ != 2 {
+	if typ != typeClientHello && typ != typeServerHello {
 		// Encrypted or unusual first handshake message: not evidence by itself.
 		return tlsNo
 	}
 	if n > 1<<17 {
 		return tlsNo
 	}
-	if len(hs) < 4+n {
+	var body cryptobyte.String
+	if !s.ReadBytes((*[]byte)(&body), int(n)) {
 		return tlsNeedMore
 	}
 	var ok bool
-	if typ == 1 {
-		ok = parseClientHello(hs[4:4+n], info)
+	if typ == typeClientHello {
+		ok = parseClientHello(body, info)
 	} else {
-		ok = parseServerHello(hs[4:4+n], info)
+		ok = parseServerHello(body, info)
 	}
 	if !ok {
 		return tlsNo
@@ -142,40 +148,11 @@ func parseHandshake(hs []byte, info *tlsInfo) tlsScan {
 	return tlsYes
 }
 
-// reader is a bounds-checked cursor over handshake bytes.
-type reader struct {
-	b  []byte
-	ok bool
-}
-
-func (r *reader) bytes(n int) []byte {
-	if !r.ok || n < 0 || len(r.b) < n {
-		r.ok = false
-		return nil
-	}
-	v := r.b[:n]
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) u8() int {
-	v := r.bytes(1)
-	if v == nil {
-		return 0
-	}
-	return int(v[0])
-}
-
-func (r *reader) u16() int {
-	v := r.bytes(2)
-	if v == nil {
-		return 0
-	}
-	return int(binary.BigEndian.Uint16(v))
-}
-
-func (r *reader) vec8() reader  { return reader{b: r.bytes(r.u8()), ok: r.ok} }
-func (r *reader) vec16() reader { return reader{b: r.bytes(r.u16()), ok: r.ok} }
+// Handshake message types read here.
+const (
+	typeClientHello = 1
+	typeServerHello = 2
+)
 
 // TLS extensions read here.
 const (
@@ -184,51 +161,64 @@ const (
 	extSupportedVersions = 43
 )
 
-func parseClientHello(body []byte, info *tlsInfo) bool {
-	r := reader{b: body, ok: true}
-	legacy := r.u16()
-	r.bytes(32) // random
-	r.vec8()    // session id
-	r.vec16()   // cipher suites
-	r.vec8()    // compression methods
-	if !r.ok {
+// parseClientHello reads legacy_version and the server_name, ALPN and
+// supported_versions extensions (RFC 8446 §4.1.2). A body too short for
+// its fixed fields, or extensions that do not add up, is not a hello; a
+// malformed list inside an extension only stops reading that list.
+func parseClientHello(body cryptobyte.String, info *tlsInfo) bool {
+	var (
+		legacy                uint16
+		session, suites, comp cryptobyte.String
+	)
+	if !body.ReadUint16(&legacy) || !body.Skip(32) || // random
+		!body.ReadUint8LengthPrefixed(&session) ||
+		!body.ReadUint16LengthPrefixed(&suites) ||
+		!body.ReadUint8LengthPrefixed(&comp) {
 		return false
 	}
 	info.ClientHello = true
-	info.Offered = []uint16{uint16(legacy)}
-	if len(r.b) == 0 {
+	info.Offered = []uint16{legacy}
+	if body.Empty() {
 		return true
 	}
-	exts := r.vec16()
-	for exts.ok && len(exts.b) > 0 {
-		typ := exts.u16()
-		data := exts.vec16()
-		if !exts.ok {
-			return false
-		}
+	return eachExtension(body, func(typ uint16, data cryptobyte.String) {
 		switch typ {
 		case extServerName:
-			list := data.vec16()
-			for list.ok && len(list.b) > 0 {
-				kind := list.u8()
-				name := list.vec16()
-				if list.ok && kind == 0 && info.SNI == "" {
-					info.SNI = printable(name.b)
+			var list cryptobyte.String
+			if !data.ReadUint16LengthPrefixed(&list) {
+				return
+			}
+			for !list.Empty() {
+				var (
+					kind uint8
+					name cryptobyte.String
+				)
+				if !list.ReadUint8(&kind) || !list.ReadUint16LengthPrefixed(&name) {
+					return
+				}
+				if kind == 0 && info.SNI == "" { // host_name
+					info.SNI = printable(name)
 				}
 			}
 		case extALPN:
-			list := data.vec16()
-			for list.ok && len(list.b) > 0 {
-				p := list.vec8()
-				if list.ok {
-					info.ALPN = append(info.ALPN, printable(p.b))
+			var list cryptobyte.String
+			if !data.ReadUint16LengthPrefixed(&list) {
+				return
+			}
+			for !list.Empty() {
+				var proto cryptobyte.String
+				if !list.ReadUint8LengthPrefixed(&proto) {
+					return
 				}
+				info.ALPN = append(info.ALPN, printable(proto))
 			}
 		case extSupportedVersions:
-			list := data.vec8()
+			var list cryptobyte.String
+			if !data.ReadUint8LengthPrefixed(&list) {
+				return
+			}
 			var vs []uint16
-			for list.ok && len(list.b) >= 2 {
-				v := uint16(list.u16())
+			for v := uint16(0); list.ReadUint16(&v); {
 				if v&0x0f0f != 0x0a0a { // skip GREASE values
 					vs = append(vs, v)
 				}
@@ -237,45 +227,62 @@ func parseClientHello(body []byte, info *tlsInfo) bool {
 				info.Offered = vs
 			}
 		}
-	}
-	return exts.ok
+	})
 }
 
-func parseServerHello(body []byte, info *tlsInfo) bool {
-	r := reader{b: body, ok: true}
-	legacy := r.u16()
-	r.bytes(32) // random
-	r.vec8()    // session id
-	r.u16()     // cipher suite
-	r.u8()      // compression
-	if !r.ok {
+// parseServerHello reads legacy_version and the supported_versions and
+// ALPN extensions (RFC 8446 §4.1.3).
+func parseServerHello(body cryptobyte.String, info *tlsInfo) bool {
+	var (
+		legacy  uint16
+		session cryptobyte.String
+	)
+	if !body.ReadUint16(&legacy) || !body.Skip(32) || // random
+		!body.ReadUint8LengthPrefixed(&session) ||
+		!body.Skip(2) || // cipher suite
+		!body.Skip(1) { // compression method
 		return false
 	}
 	info.ServerHello = true
-	info.Selected = uint16(legacy)
-	if len(r.b) == 0 {
+	info.Selected = legacy
+	if body.Empty() {
 		return true
 	}
-	exts := r.vec16()
-	for exts.ok && len(exts.b) > 0 {
-		typ := exts.u16()
-		data := exts.vec16()
-		if !exts.ok {
-			return false
-		}
+	return eachExtension(body, func(typ uint16, data cryptobyte.String) {
 		switch typ {
 		case extSupportedVersions:
-			if v := data.u16(); data.ok {
-				info.Selected = uint16(v)
+			var v uint16
+			if data.ReadUint16(&v) {
+				info.Selected = v
 			}
 		case extALPN: // TLS 1.2 only: 1.3 encrypts it
-			list := data.vec16()
-			if p := list.vec8(); list.ok {
-				info.ALPN = []string{printable(p.b)}
+			var list, proto cryptobyte.String
+			if data.ReadUint16LengthPrefixed(&list) && list.ReadUint8LengthPrefixed(&proto) {
+				info.ALPN = []string{printable(proto)}
 			}
 		}
+	})
+}
+
+// eachExtension calls fn for each extension of the length-prefixed list at
+// the start of b, in order; bytes after the list are ignored. It reports
+// whether the list was well formed.
+func eachExtension(b cryptobyte.String, fn func(typ uint16, data cryptobyte.String)) bool {
+	var exts cryptobyte.String
+	if !b.ReadUint16LengthPrefixed(&exts) {
+		return false
 	}
-	return exts.ok
+	for !exts.Empty() {
+		var (
+			typ  uint16
+			data cryptobyte.String
+		)
+		if !exts.ReadUint16(&typ) || !exts.ReadUint16LengthPrefixed(&data) {
+			return false
+		}
+		fn(typ, data)
+	}
+	return true
 }
 
 // printable keeps names from captured bytes safe to print on a terminal.
