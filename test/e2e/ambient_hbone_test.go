@@ -137,8 +137,27 @@ func TestAmbientHBONE(t *testing.T) {
 		t.Errorf("certs of the enrolled backend: source %s, identity %s, ok %t; want ztunnel, %s, true", it.Source, it.Identity, it.Verdict.OK, id)
 	}
 
+	// A frontend on another node (with a ztunnel there too) reaches the
+	// backend as HBONE across the nodes.
+	nodes, err := env.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes.Items {
+		if n.Name == backend.Spec.NodeName {
+			continue
+		}
+		remote := extraFrontend(t, env, ns, "remote", nil, n.Name)
+		waitCalls(t, env, ns, remote.Name, " hbone ", 3)
+		t.Logf("frontend on %s → backend on %s: HBONE", n.Name, backend.Spec.NodeName)
+		if err := env.Kube.AppsV1().Deployments(ns).Delete(ctx, "frontend-remote", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		break
+	}
+
 	// 2. A client of the namespace that calls the app port around ztunnel.
-	bypass := bypassClient(t, env, ns)
+	bypass := extraFrontend(t, env, ns, "bypass", map[string]string{podnet.BypassAnnotation: "true"}, "")
 	waitCalls(t, env, ns, bypass.Name, " plaintext ", 3)
 	rep, _ = capture("bypass")
 	if rep.verdict != "mixed" {
@@ -169,7 +188,9 @@ func ztunnelDaemonSet(t *testing.T, env *labtest.Env, ns string) {
 	z := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ztunnel", Labels: map[string]string{"app": podnet.AppZtunnel}},
 		Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": podnet.AppZtunnel}},
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": podnet.AppZtunnel}},
-				Spec: corev1.PodSpec{TerminationGracePeriodSeconds: &zero, Containers: []corev1.Container{{Name: "istio-proxy", Image: "istio/ztunnel"}}}}}}
+				// As Istio's chart: on every node, tainted ones too.
+				Spec: corev1.PodSpec{TerminationGracePeriodSeconds: &zero, Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+					Containers: []corev1.Container{{Name: "istio-proxy", Image: "istio/ztunnel"}}}}}}
 	if _, err := env.Kube.AppsV1().DaemonSets(ns).Create(context.Background(), z, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -181,18 +202,18 @@ func ztunnelDaemonSet(t *testing.T, env *labtest.Env, ns string) {
 	}
 }
 
-// bypassClient runs a second frontend in ns whose calls go around
-// ztunnel (podnet's bypass annotation) and returns its pod.
-func bypassClient(t *testing.T, env *labtest.Env, ns string) *corev1.Pod {
+// extraFrontend runs another frontend in ns, labelled version, with the
+// pod annotations given, on node (any for "") and returns its pod.
+func extraFrontend(t *testing.T, env *labtest.Env, ns, version string, annotations map[string]string, node string) *corev1.Pod {
 	t.Helper()
-	labels := map[string]string{"app": podnet.AppFrontend, "version": "bypass"}
+	labels := map[string]string{"app": podnet.AppFrontend, "version": version}
 	one, zero := int32(1), int64(0)
-	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "bypass-client", Labels: labels},
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "frontend-" + version, Labels: labels},
 		Spec: appsv1.DeploymentSpec{Replicas: &one, Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{podnet.BypassAnnotation: "true"}},
-				Spec: corev1.PodSpec{TerminationGracePeriodSeconds: &zero,
-					Containers: []corev1.Container{{Name: "app", Image: "kubectl-mesh-lab/frontend-app:bypass"}}}}}}
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: annotations},
+				Spec: corev1.PodSpec{TerminationGracePeriodSeconds: &zero, NodeName: node,
+					Containers: []corev1.Container{{Name: "app", Image: "kubectl-mesh-lab/frontend-app:" + version}}}}}}
 	ctx := context.Background()
 	if _, err := env.Kube.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -200,7 +221,7 @@ func bypassClient(t *testing.T, env *labtest.Env, ns string) *corev1.Pod {
 	if err := lab.WaitDeploymentReady(ctx, env.Kube, ns, d.Name, 60*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	return podOf(t, env, ns, "app="+podnet.AppFrontend+",version=bypass")
+	return podOf(t, env, ns, "app="+podnet.AppFrontend+",version="+version)
 }
 
 func podOf(t *testing.T, env *labtest.Env, ns, selector string) *corev1.Pod {

@@ -318,7 +318,7 @@ func (d *daemon) callAmbient(ctx context.Context, p *pod, st *hboneState, req Re
 		hr.Header[k] = v
 	}
 	hr.Close = true
-	dst := d.hboneDest(t.IP)
+	dst := d.hboneDest(t)
 	if dst == "" || st.bypass.Load() {
 		conn, err := dialIn(ctx, p.net.NS, addr)
 		if err != nil {

@@ -86,8 +86,14 @@ func (d *daemon) nsLabels(ns string) map[string]string {
 // ztunnelReady says whether a Ready ztunnel pod runs on the node.
 func (d *daemon) ztunnelReady() bool {
 	zs, _ := d.pods.List(labels.SelectorFromSet(labels.Set{"app": AppZtunnel}))
+	return readyZtunnel(zs, "")
+}
+
+// readyZtunnel says whether one of zs is a Ready ztunnel pod on node (any
+// node for "").
+func readyZtunnel(zs []*corev1.Pod, node string) bool {
 	for _, z := range zs {
-		if z.Status.Phase != corev1.PodRunning || z.DeletionTimestamp != nil {
+		if z.Status.Phase != corev1.PodRunning || z.DeletionTimestamp != nil || node != "" && z.Spec.NodeName != node {
 			continue
 		}
 		for _, c := range z.Status.Conditions {
@@ -207,17 +213,36 @@ func (d *daemon) stopHBONE(p *pod) {
 	st.close()
 }
 
-// hboneDest is the identity of the HBONE endpoint for a destination pod
-// IP, or "" when no ztunnel carries that pod (plaintext to it).
-func (d *daemon) hboneDest(ip netip.Addr) string {
+// hboneDest is the identity of the HBONE endpoint of a target pod, or ""
+// when no ztunnel carries that pod (plaintext to it): a pod of this node
+// that this daemon carries, or a pod of another node that istio-cni would
+// capture while a Ready ztunnel runs there (that node's daemon serves its
+// 15008), as ztunnel learns from istiod that a workload speaks HBONE.
+func (d *daemon) hboneDest(t Target) string {
 	d.amb.mu.Lock()
-	defer d.amb.mu.Unlock()
-	if p := d.amb.enrolled[ip]; p != nil {
+	p := d.amb.enrolled[t.IP]
+	d.amb.mu.Unlock()
+	if p != nil {
 		if st := p.hbone.Load(); st != nil {
 			return st.id
 		}
 	}
-	return ""
+	if d.endpointPods == nil || t.Pod == "" {
+		return ""
+	}
+	kp, err := d.endpointPods.Pods(t.Namespace).Get(t.Pod)
+	if err != nil || kp.Spec.NodeName == d.cfg.Node || kp.Status.PodIP != t.IP.String() || !d.captured(kp) {
+		return ""
+	}
+	zs, _ := d.endpointPods.List(labels.SelectorFromSet(labels.Set{"app": AppZtunnel}))
+	if !readyZtunnel(zs, kp.Spec.NodeName) {
+		return ""
+	}
+	sa := kp.Spec.ServiceAccountName
+	if sa == "" {
+		sa = "default"
+	}
+	return istioca.SPIFFEID(kp.Namespace, sa)
 }
 
 // startZtunnel is a ztunnel pod: no network namespace of its own (its
