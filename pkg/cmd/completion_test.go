@@ -157,7 +157,7 @@ func TestCompletion(t *testing.T) {
 		{"restart --dry-run=", []string{"restart", "--dry-run=s"},
 			"none\nclient\nserver\n:4\n"},
 		{"restart -o", []string{"restart", "-o", ""},
-			"wide\n:4\n"},
+			"wide\njson\nyaml\n:4\n"},
 		{"status takes no arguments", []string{"status", ""},
 			":4\n"},
 		{"status -o", []string{"status", "-o", ""},

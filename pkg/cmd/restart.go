@@ -24,7 +24,7 @@ type RestartOptions struct {
 	Timeout        time.Duration
 	DeleteBarePods bool
 	Namespaces     []string
-	Output         string
+	PrintFlags     *options.ReportPrintFlags
 
 	dryRun inject.DryRun
 	sel    labels.Selector
@@ -33,7 +33,7 @@ type RestartOptions struct {
 
 // NewCmdRestart returns the restart command.
 func NewCmdRestart(root *options.Options) *cobra.Command {
-	o := &RestartOptions{Options: root, Concurrency: 10, Timeout: 5 * time.Minute}
+	o := &RestartOptions{Options: root, Concurrency: 10, Timeout: 5 * time.Minute, PrintFlags: options.NewReportPrintFlags("wide")}
 	cmd := &cobra.Command{
 		Use:   "restart [NAMESPACE...] [-A] [-l SELECTOR]",
 		Short: "Restart the workloads whose pods lack the sidecar Istio would now inject",
@@ -73,7 +73,8 @@ what their rights keep from being checked is noted on stderr.`,
 	f.BoolVar(&o.All, "all", false, "Restart every selected workload, not only those that need it")
 	f.IntVar(&o.Concurrency, "concurrency", o.Concurrency, "How many workloads to restart at the same time")
 	f.DurationVar(&o.Timeout, "timeout", o.Timeout, "How long to wait for each workload's rollout")
-	f.StringVarP(&o.Output, "output", "o", "", `Output format: "" or "wide" (adds how long each rollout took, from the restart to verified pods)`)
+	o.PrintFlags.AddFlags(cmd)
+	cmd.Flag("output").Usage = `Output format: "" or "wide" (adds how long each rollout took, from the restart to verified pods), or json, yaml, jsonpath or go-template over {"results": [...]}`
 	f.BoolVar(&o.DeleteBarePods, "delete-bare-pods", false, "Delete pods that have no controller (nothing recreates them)")
 	options.AddDryRunFlag(cmd, `Must be "none", "server", or "client". Client: list what would be restarted and why. Server: send the changes as a server-side dry run.`)
 	return cmd
@@ -106,8 +107,11 @@ func (o *RestartOptions) Validate() error {
 	if o.Concurrency < 1 {
 		return fmt.Errorf("--concurrency must be at least 1, got %d", o.Concurrency)
 	}
-	if o.Output != "" && o.Output != "wide" {
-		return fmt.Errorf(`invalid --output %q: use "" or wide`, o.Output)
+	if err := o.PrintFlags.Validate(); err != nil {
+		return err
+	}
+	if !o.PrintFlags.Human() && o.dryRun == inject.DryRunClient {
+		return fmt.Errorf("--output %s shows restart results; --dry-run=client prints the plan as a table: drop one of them", o.PrintFlags.Format())
 	}
 	if o.Timeout <= 0 {
 		return fmt.Errorf("--timeout must be positive, got %s", o.Timeout)
@@ -148,7 +152,13 @@ func (o *RestartOptions) Run(ctx context.Context) error {
 	}
 	progress := inject.NewProgress(o.ErrOut, terminalSize(o.ErrOut))
 	results := inject.Restart(ctx, o.kube, targets, cfg, progress)
-	if err := inject.WriteRestartTable(o.Out, results, o.Output == "wide"); err != nil {
+	if !o.PrintFlags.Human() {
+		if err := o.PrintFlags.Print(o.Out, struct {
+			Results []inject.Result `json:"results"`
+		}{results}); err != nil {
+			return err
+		}
+	} else if err := inject.WriteRestartTable(o.Out, results, o.PrintFlags.Format() == "wide"); err != nil {
 		return err
 	}
 	return inject.Failures(results)

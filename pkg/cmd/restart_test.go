@@ -144,8 +144,29 @@ func TestRestart(t *testing.T) {
 			wantErr: "--concurrency must be at least 1, got 0"},
 		{name: "bad selector", objs: istio(on), args: []string{"restart", "shop", "-l", "a in"},
 			wantErr: `invalid --selector "a in": unable to parse requirement: found '' expected: '('`},
-		{name: "bad output", objs: istio(on), args: []string{"restart", "shop", "-o", "json"},
-			wantErr: `invalid --output "json": use "" or wide`},
+		{name: "bad output", objs: istio(on), args: []string{"restart", "shop", "-o", "table"},
+			wantErr: `unable to match a printer suitable for the output format "table", allowed formats are: wide,json,yaml,go-template,go-template-file,template,templatefile,jsonpath,jsonpath-as-json,jsonpath-file`},
+		{name: "-o json is for results, not the plan", objs: istio(on), args: []string{"restart", "shop", "--dry-run", "-o", "json"},
+			wantErr: `--output json shows restart results; --dry-run=client prints the plan as a table: drop one of them`},
+		{name: "results as json", objs: istio(on, bare), args: []string{"restart", "shop", "--delete-bare-pods", "-o", "json"},
+			wantOut: `{
+  "results": [
+    {
+      "namespace": "shop",
+      "workload": "pod/debug",
+      "podsBefore": 1,
+      "podsAfter": 0,
+      "podsWithSidecar": 0,
+      "wantSidecar": true,
+      "result": "deleted",
+      "detail": "bare pod deleted; nothing recreates it",
+      "restarted": false
+    }
+  ]
+}
+`},
+		{name: "results through jsonpath", objs: istio(on, bare), args: []string{"restart", "shop", "--delete-bare-pods", "-o", "jsonpath={.results[*].workload}"},
+			wantOut: "pod/debug"},
 		{name: "namespaces and -A", objs: istio(on), args: []string{"restart", "shop", "-A"},
 			wantErr: "give either NAMESPACE arguments or -A, not both"},
 	}

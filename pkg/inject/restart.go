@@ -62,21 +62,38 @@ type Target struct {
 
 // Result is what happened to one workload.
 type Result struct {
-	Namespace  string
-	Ref        string
-	PodsBefore int
-	PodsAfter  int
+	Namespace  string `json:"namespace"`
+	Ref        string `json:"workload"`
+	PodsBefore int    `json:"podsBefore"`
+	PodsAfter  int    `json:"podsAfter"`
 	// WithSidecar counts the new pods with istio-proxy; WantSidecar says
 	// whether they should have one.
-	WithSidecar int
-	WantSidecar bool
-	Outcome     string
-	Detail      string
-	Err         error
+	WithSidecar int    `json:"podsWithSidecar"`
+	WantSidecar bool   `json:"wantSidecar"`
+	Outcome     string `json:"result"`
+	Detail      string `json:"detail,omitempty"`
+	Err         error  `json:"-"`
 	// Rolled says the restart was applied (so PodsAfter means something).
-	Rolled bool
+	Rolled bool `json:"restarted"`
 	// Took is from the restart patch to the verdict on the new pods.
-	Took time.Duration
+	Took time.Duration `json:"-"`
+}
+
+// MarshalJSON adds the error's text and Took as a duration string.
+func (r Result) MarshalJSON() ([]byte, error) {
+	type plain Result
+	out := struct {
+		plain
+		Error string `json:"error,omitempty"`
+		Took  string `json:"took,omitempty"`
+	}{plain: plain(r)}
+	if r.Err != nil {
+		out.Error = r.Err.Error()
+	}
+	if r.Rolled {
+		out.Took = r.Took.Round(time.Millisecond).String()
+	}
+	return json.Marshal(out)
 }
 
 // Select picks the workloads to restart: those whose pods differ from what
