@@ -122,6 +122,28 @@ func TestTwoNodes(t *testing.T) {
 		t.Errorf("the pcap sniff wrote on %s holds no packet from %s to %s:80", node2.Name, frontIP, v2IP)
 	}
 
+	// sniff --via pod: a capture pod on node2, whose exec the lab's shims
+	// run in node2's namespace, finds the v2 pod's veth there.
+	if err := env.Lab.EnsureNodeExec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r = env.Mesh(t, "sniff", "-n", "default", "pod/"+v2.Name, "--via", "pod", "--duration", "3s", "-o", "json")
+	var viaPod sniffCapture
+	if err := json.Unmarshal([]byte(r.Stdout), &viaPod.report); err != nil {
+		t.Fatalf("sniff --via pod -o json (exit %d, %v): %v\nstdout:\n%s\nstderr:\n%s", r.ExitCode, r.Err, err, r.Stdout, r.Stderr)
+	}
+	walkFlows(viaPod.report, "", &viaPod.flows)
+	viaFrontend := 0
+	for _, f := range viaPod.flows {
+		if strings.HasPrefix(f.Src, frontIP.String()+":") && f.Dst == netip.AddrPortFrom(v2IP, 80).String() {
+			viaFrontend++
+		}
+	}
+	if want := "capturing on node " + node2.Name + " (pod default/mesh-sniff-"; !strings.Contains(r.Stderr, want) || !strings.Contains(r.Stderr, " interface kml") || viaFrontend == 0 {
+		t.Errorf("sniff --via pod of %s: %d flows from the frontend; want some, and stderr with %q and the pod's veth:\n%s", v2.Name, viaFrontend, want, r.Stderr)
+	}
+	noCapturePod(t, env, "default")
+
 	// The same flow left node1 through its uplink, with the pod IPs.
 	left := tshark(t, uplinkPcap, "ip.src == "+frontIP.String()+" && ip.dst == "+v2IP.String()+" && tcp.dstport == 80", "ip.src", "ip.dst")
 	if len(left) == 0 {
