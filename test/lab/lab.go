@@ -458,7 +458,7 @@ func bringUp(ctx context.Context, c Config) (*Lab, error) {
 		if err := l.EnsureNodeExec(ctx); err != nil {
 			return nil, err
 		}
-		step("exec into capture pods on %s runs in its network namespace %s", NodeName, podnet.NodeNS)
+		step("exec into capture pods runs in their node's network namespace (%s)", strings.Join(NodeNames(), ", "))
 	}
 	if err := os.WriteFile(filepath.Join(c.StateDir, "ready"), []byte(time.Now().Format(time.RFC3339)+"\n"), 0o644); err != nil {
 		return nil, err
