@@ -53,6 +53,8 @@ type VerifyOptions struct {
 	// certsClients and captureNodes replace the real transports in tests.
 	certsClients *certs.Clients
 	captureNodes verify.CaptureFunc
+	// notes is stderr, shared by the parts that run at once.
+	notes io.Writer
 }
 
 const verifyLong = `Prove a namespace (or the mesh) at once, from the API, the certificates and
@@ -160,6 +162,7 @@ func (o *VerifyOptions) Complete(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	o.podNS = ns
+	o.notes = verify.SyncWriter(o.ErrOut)
 	o.namespaces = args
 	if len(args) == 0 && !o.AllNamespaces {
 		o.namespaces = []string{ns}
@@ -237,7 +240,7 @@ func (o *VerifyOptions) capture(ctx context.Context, groups []sniff.NodeGroup) [
 		Spec:     sniff.CaptureSpec{Interface: o.Interface, Filter: o.Filter, Duration: o.Duration},
 		Analysis: sniff.Config{IncludeInfra: o.IncludeInfra},
 		Kube:     o.clients.Kube,
-		Notes:    o.ErrOut,
+		Notes:    o.notes,
 	}, groups)
 }
 
@@ -249,7 +252,7 @@ func (o *VerifyOptions) Run(ctx context.Context) error {
 		Concurrency:   o.Concurrency,
 		AdminPort:     o.AdminPort,
 		Now:           o.Clock.Now(),
-		Notes:         o.ErrOut,
+		Notes:         o.notes,
 	}
 	if o.NoCapture {
 		cfg.WireSkipped = "--no-capture"

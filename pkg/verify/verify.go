@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
@@ -68,8 +69,29 @@ type Config struct {
 	// CertsSkipped and WireSkipped say why a part does not run.
 	CertsSkipped string
 	WireSkipped  string
-	// Notes receives progress lines (stderr).
+	// Notes receives progress lines (stderr). The identities and the wire
+	// write to it at once: give the capture the same SyncWriter.
 	Notes io.Writer
+}
+
+// SyncWriter serialises writes to w, for progress written by the parts
+// that run at once.
+func SyncWriter(w io.Writer) io.Writer {
+	if s, ok := w.(*syncWriter); ok {
+		return s
+	}
+	return &syncWriter{w: w}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
 
 // Result is everything verify found.
@@ -105,6 +127,7 @@ func Verify(ctx context.Context, c Clients, cfg Config) (*Result, error) {
 	if cfg.Notes == nil {
 		cfg.Notes = io.Discard
 	}
+	cfg.Notes = SyncWriter(cfg.Notes)
 	if cfg.Now.IsZero() {
 		cfg.Now = time.Now()
 	}
