@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kubectl-mesh/kubectl-mesh/test/lab"
+	"github.com/kubectl-mesh/kubectl-mesh/test/lab/podnet"
 	"github.com/kubectl-mesh/kubectl-mesh/test/labtest"
 )
 
@@ -228,5 +229,42 @@ current-context: c
 	res = labtest.RunMesh([]string{"--kubeconfig", kc, "version", "--client"}, "")
 	if res.ExitCode != 0 || res.Stderr != "" {
 		t.Errorf("--client: exit %d, stderr %q", res.ExitCode, res.Stderr)
+	}
+}
+
+// TestLabNodes checks the Node objects against podnet's plan: each node's
+// InternalIP is its namespace's address, node2 carries its pod subnet and
+// its taint, node1 neither, and both are Ready.
+func TestLabNodes(t *testing.T) {
+	env := labtest.Get(t)
+	plan, err := podnet.Plan(lab.NodeNames()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, want []string
+	for i, n := range plan {
+		node, err := env.Kube.CoreV1().Nodes().Get(context.Background(), n.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ready := "NotReady"
+		for _, c := range node.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+				ready = "Ready"
+			}
+		}
+		var taints []string
+		for _, tn := range node.Spec.Taints {
+			taints = append(taints, tn.Key+":"+string(tn.Effect))
+		}
+		got = append(got, fmt.Sprintf("%s %s %s podCIDR=%q taints=%v", node.Name, ready, nodeInternalIP(node), node.Spec.PodCIDR, taints))
+		cidr, taint := "", "[]"
+		if i > 0 {
+			cidr, taint = n.PodCIDR.String(), "["+lab.Node2Taint+":NoSchedule]"
+		}
+		want = append(want, fmt.Sprintf("%s Ready %s podCIDR=%q taints=%s", n.Name, n.IP, cidr, taint))
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("nodes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
