@@ -66,10 +66,12 @@ func TestAmbientHBONE(t *testing.T) {
 	t.Logf("first HBONE call %.1fs after enable-injection --ambient", time.Since(enrolled).Seconds())
 	waitCalls(t, env, ns, front.Name, " hbone ", 5)
 
-	capture := func(step string) (sniffReport, string) {
-		t.Helper()
+	sniff := func(step, duration string) (labtest.Result, string) {
 		pcap := filepath.Join(t.TempDir(), step+".pcap")
-		r := env.Mesh(t, "sniff", "-n", ns, "deploy/"+podnet.AppBackend, "--ssh-config", sshConfig, "--duration", "4s", "-o", "json", "-w", pcap)
+		return env.Mesh(t, "sniff", "-n", ns, "deploy/"+podnet.AppBackend, "--ssh-config", sshConfig, "--duration", duration, "-o", "json", "-w", pcap), pcap
+	}
+	parse := func(step string, r labtest.Result) sniffReport {
+		t.Helper()
 		var raw any
 		if err := json.Unmarshal([]byte(r.Stdout), &raw); err != nil {
 			t.Fatalf("%s: sniff -o json (exit %d, %v): %v\nstdout:\n%s\nstderr:\n%s", step, r.ExitCode, r.Err, err, r.Stdout, r.Stderr)
@@ -81,7 +83,12 @@ func TestAmbientHBONE(t *testing.T) {
 		if r.ExitCode != 0 {
 			t.Errorf("%s: sniff exit %d (%v)\nstderr:\n%s", step, r.ExitCode, r.Err, r.Stderr)
 		}
-		return rep, pcap
+		return rep
+	}
+	capture := func(step string) (sniffReport, string) {
+		t.Helper()
+		r, pcap := sniff(step, "4s")
+		return parse(step, r), pcap
 	}
 
 	// 1. Enrolled: HBONE on 15008, nothing on the app port.
@@ -137,23 +144,47 @@ func TestAmbientHBONE(t *testing.T) {
 		t.Errorf("certs of the enrolled backend: source %s, identity %s, ok %t; want ztunnel, %s, true", it.Source, it.Identity, it.Verdict.OK, id)
 	}
 
-	// A frontend on another node (with a ztunnel there too) reaches the
-	// backend as HBONE across the nodes.
+	// A new frontend (on another node when there is one, with a ztunnel
+	// there too) opens its HBONE connection while the backend is captured:
+	// sniff sees ztunnel's ClientHello, and tshark reads it as TLS 1.3
+	// offering exactly h2, without SNI.
 	nodes, err := env.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	node := ""
 	for _, n := range nodes.Items {
-		if n.Name == backend.Spec.NodeName {
-			continue
+		if n.Name != backend.Spec.NodeName && node == "" {
+			node = n.Name
 		}
-		remote := extraFrontend(t, env, ns, "remote", nil, n.Name)
-		waitCalls(t, env, ns, remote.Name, " hbone ", 3)
-		t.Logf("frontend on %s → backend on %s: HBONE", n.Name, backend.Spec.NodeName)
-		if err := env.Kube.AppsV1().Deployments(ns).Delete(ctx, "frontend-remote", metav1.DeleteOptions{}); err != nil {
-			t.Fatal(err)
+	}
+	done := make(chan struct{})
+	var hr labtest.Result
+	var hpcap string
+	go func() {
+		defer close(done)
+		hr, hpcap = sniff("handshake", "20s")
+	}()
+	time.Sleep(8 * time.Second) // the capture is running (ssh and tcpdump take a few seconds)
+	remote := extraFrontend(t, env, ns, "remote", nil, node)
+	waitCalls(t, env, ns, remote.Name, " hbone ", 3)
+	t.Logf("new frontend on %s → backend on %s: HBONE", remote.Spec.NodeName, backend.Spec.NodeName)
+	<-done
+	rep = parse("handshake", hr)
+	hellos := 0
+	for _, f := range rep.flows {
+		if f.Rule == "hbone-hello" && strings.HasPrefix(f.Src, remote.Status.PodIP+":") && f.Dst == netip.AddrPortFrom(backendIP, podnet.HBONEPort).String() {
+			hellos++
 		}
-		break
+	}
+	if hellos != 1 {
+		t.Errorf("%d hbone-hello flows from the new frontend %s, want its one pooled connection:\n%s", hellos, remote.Status.PodIP, rep)
+	}
+	if got := tsharkFields(t, hpcap, "tcp.port == 15008 && tls.handshake.type == 1", "ip.src", "tls.handshake.extensions_alpn_str", "tls.handshake.extensions_server_name", "tls.handshake.extensions.supported_version"); len(got) != 1 || got[0] != remote.Status.PodIP+"\th2\t\t0x0304" {
+		t.Errorf("tshark: ClientHellos to 15008 %q, want one from %s offering h2, no SNI, TLS 1.3 only", got, remote.Status.PodIP)
+	}
+	if err := env.Kube.AppsV1().Deployments(ns).Delete(ctx, "frontend-remote", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
 	}
 
 	// 2. A client of the namespace that calls the app port around ztunnel.
