@@ -45,7 +45,7 @@ type SniffOptions struct {
 	IncludeInfra bool
 	Write        string
 	Read         string
-	Output       string
+	PrintFlags   *options.ReportPrintFlags
 	Image        string
 
 	args []string
@@ -97,7 +97,7 @@ every ENCRYPTED verdict; --expect istio-mtls only ENCRYPTED (Istio mTLS).`
 
 // NewCmdSniff returns the sniff command.
 func NewCmdSniff(root *options.Options) *cobra.Command {
-	o := &SniffOptions{Options: root, Via: "auto"}
+	o := &SniffOptions{Options: root, Via: "auto", PrintFlags: options.NewReportPrintFlags()}
 	cmd := &cobra.Command{
 		Use:   "sniff (POD | TYPE/NAME | -l SELECTOR) [flags]",
 		Short: "Capture a pod's traffic on its node and tell plaintext from mTLS",
@@ -143,8 +143,8 @@ func NewCmdSniff(root *options.Options) *cobra.Command {
 	f.StringVar(&o.Expect, "expect", "", "Exit 2 unless the verdict is: encrypted, plaintext or istio-mtls")
 	f.StringVarP(&o.Write, "write", "w", "", "Also write the raw capture to this pcap file ('-' for stdout)")
 	f.StringVarP(&o.Read, "read", "r", "", "Analyse this pcap or pcapng file instead of capturing")
-	f.StringVarP(&o.Output, "output", "o", "", "Output format: json (one object at the end)")
 	f.StringVar(&o.Image, "image", sniff.DefaultImage, "Image with tcpdump for --via pod")
+	o.PrintFlags.AddFlags(cmd)
 	return cmd
 }
 
@@ -175,13 +175,11 @@ func (o *SniffOptions) Validate() error {
 	default:
 		return fmt.Errorf("--expect must be encrypted, plaintext or istio-mtls, got %q", o.Expect)
 	}
-	switch o.Output {
-	case "", "json":
-	default:
-		return fmt.Errorf("--output must be json, got %q", o.Output)
+	if err := o.PrintFlags.Validate(); err != nil {
+		return err
 	}
-	if o.Write == "-" && o.Output == "json" {
-		return fmt.Errorf("-w - and -o json both want stdout: write the capture to a file")
+	if o.Write == "-" && !o.PrintFlags.Human() {
+		return fmt.Errorf("-w - and -o %s both want stdout: write the capture to a file", o.PrintFlags.Format())
 	}
 	if o.Count < 0 || o.Duration < 0 {
 		return fmt.Errorf("--count and --duration must not be negative")
@@ -223,7 +221,7 @@ func (o *SniffOptions) Run(ctx context.Context) error {
 	if o.Read == "" {
 		return o.runLive(ctx, cfg)
 	}
-	if o.Output == "" {
+	if o.PrintFlags.Human() {
 		w := o.out()
 		cfg.OnEvent = func(ev sniff.Event) { fmt.Fprintln(w, sniff.FormatEvent(ev)) }
 	}
@@ -243,8 +241,8 @@ func (o *SniffOptions) Run(ctx context.Context) error {
 }
 
 func (o *SniffOptions) print(rep *sniff.Report) error {
-	if o.Output == "json" {
-		return sniff.WriteJSON(o.Out, rep)
+	if !o.PrintFlags.Human() {
+		return o.PrintFlags.Print(o.Out, rep)
 	}
 	return sniff.WriteSummary(o.out(), rep)
 }
@@ -275,7 +273,7 @@ func (o *SniffOptions) runLive(ctx context.Context, cfg sniff.Config) error {
 	}
 	gc := sniff.GroupConfig{Transport: o.transport(), Analysis: cfg, Kube: o.kube, Notes: o.ErrOut,
 		Spec: sniff.CaptureSpec{Interface: o.Interface, Filter: o.Filter, Count: o.Count, Duration: o.Duration}}
-	if o.Output == "" {
+	if o.PrintFlags.Human() {
 		w, prefix := o.out(), len(groups) > 1
 		gc.OnEvent = func(node string, ev sniff.Event) {
 			if prefix {
@@ -307,8 +305,8 @@ func (o *SniffOptions) runLive(ctx context.Context, cfg sniff.Config) error {
 		return checkExpect(o.Expect, c.Report.Verdict)
 	}
 	gr := sniff.NewGroupReport(caps, skipped)
-	if o.Output == "json" {
-		err = sniff.WriteGroupJSON(o.Out, gr)
+	if !o.PrintFlags.Human() {
+		err = o.PrintFlags.Print(o.Out, gr)
 	} else {
 		err = sniff.WriteGroupSummary(o.out(), gr)
 	}

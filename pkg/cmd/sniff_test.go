@@ -60,11 +60,39 @@ Verdict: NO TRAFFIC
 			wantErr:  "expected encrypted traffic but none was captured: make the workload send requests during the capture, or widen --duration",
 			exitCode: 3,
 		},
+		{name: "jsonpath", args: []string{"sniff", "-r", sniffTestdata + "plaintext.pcap", "--grep", "TGN", "-o", "jsonpath={.verdict} {.grepHits} {.flows[0].dst}"},
+			stdout: "plaintext 1 10.1.0.7:80"},
+		{name: "yaml", args: []string{"sniff", "-r", sniffTestdata + "plaintext.pcap", "--count", "3", "-o", "yaml"},
+			stdout: `datagramPackets: 0
+flows:
+- alpn: []
+  bytes: 180
+  dst: 10.1.0.7:80
+  evidence: no payload
+  grepHits: 0
+  packets: 3
+  protocol: '-'
+  rule: no-payload
+  sni: ""
+  src: 10.1.0.5:52314
+  tlsVersion: ""
+  transport: tcp
+  verdict: no-data
+grepHits: 0
+infra: []
+linkType: 1
+otherPackets: 0
+packets: 3
+verdict: no-traffic
+`},
+		{name: "unknown output", args: []string{"sniff", "-r", "x.pcap", "-o", "xml"},
+			wantErr: `unable to match a printer suitable for the output format "xml", allowed formats are: json,yaml,go-template,go-template-file,template,templatefile,jsonpath,jsonpath-as-json,jsonpath-file`, exitCode: 1},
 		{name: "missing file", args: []string{"sniff", "-r", "nope.pcap"}, wantErr: "opening the capture: open nope.pcap: no such file or directory", exitCode: 1},
 		{name: "no target", args: []string{"sniff"}, wantErr: "name one pod (POD or TYPE/NAME) or give -l SELECTOR, e.g. kubectl mesh sniff deploy/backend-app", exitCode: 1},
 		{name: "bad via", args: []string{"sniff", "p", "--via", "telnet"}, wantErr: `--via must be auto, ssh or pod, got "telnet"`, exitCode: 1},
 		{name: "bad expect", args: []string{"sniff", "p", "--expect", "secure"}, wantErr: `--expect must be encrypted, plaintext or istio-mtls, got "secure"`, exitCode: 1},
 		{name: "two stdouts", args: []string{"sniff", "p", "-w", "-", "-o", "json"}, wantErr: "-w - and -o json both want stdout: write the capture to a file", exitCode: 1},
+		{name: "two stdouts, yaml", args: []string{"sniff", "p", "-w", "-", "-o", "yaml"}, wantErr: "-w - and -o yaml both want stdout: write the capture to a file", exitCode: 1},
 		{name: "read and pod", args: []string{"sniff", "p", "-r", "x.pcap"}, wantErr: "-r analyses a file: do not name a pod or selector too", exitCode: 1},
 		{name: "hostile filter", args: []string{"sniff", "p", "--filter", "port 80; reboot"}, wantErr: `invalid --filter "port 80; reboot": use a tcpdump (BPF) expression of letters, digits, spaces and . : / ( ) [ ] ! & | = < > + * _ -`, exitCode: 1},
 		{name: "hostile interface", args: []string{"sniff", "p", "--interface", "eth0 -w /x"}, wantErr: `--interface: invalid interface name "eth0 -w /x": expected up to 15 letters, digits, '.', '_' or '-'`, exitCode: 1},
