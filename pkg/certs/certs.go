@@ -187,12 +187,3 @@ func (r *Report) Name() string {
 	}
 	return r.Workload.Namespace + "/" + r.Workload.Pod
 }
-
-// Object is what -o json, yaml and templates print: one workload's report
-// as one object, as kubectl get does, else the list and the comparison.
-func (res Result) Object() any {
-	if len(res.Reports) == 1 && res.Comparison == nil {
-		return res.Reports[0]
-	}
-	return res
-}

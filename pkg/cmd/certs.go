@@ -29,7 +29,7 @@ type CertsOptions struct {
 	Source        string
 	Files         []string
 	AdminPort     int
-	PrintFlags    *options.ReportPrintFlags
+	Output        string
 	Compare       string
 	RootNamespace string
 
@@ -41,8 +41,7 @@ type CertsOptions struct {
 
 // NewCmdCerts returns the certs command.
 func NewCmdCerts(root *options.Options) *cobra.Command {
-	o := &CertsOptions{Options: root, Source: string(certs.SourceAuto), AdminPort: certs.DefaultAdminPort, RootNamespace: certs.DefaultRootNamespace,
-		PrintFlags: options.NewReportPrintFlags("table", "wide", "pem")}
+	o := &CertsOptions{Options: root, Source: string(certs.SourceAuto), AdminPort: certs.DefaultAdminPort, RootNamespace: certs.DefaultRootNamespace}
 	cmd := &cobra.Command{
 		Use:   "certs (POD | TYPE/NAME | -l SELECTOR | --file PATH) [--compare OTHER]",
 		Short: "Show a workload's mTLS certificates and verify chain, validity and identity",
@@ -130,7 +129,7 @@ could not be read, 2 when the verdict (or --compare) failed.`,
 	f.IntVar(&o.AdminPort, "proxy-admin-port", o.AdminPort, "Envoy admin port of the istio-proxy container")
 	f.StringVar(&o.Compare, "compare", "", "Another workload (POD, TYPE/NAME or NAMESPACE/TYPE/NAME) to check for a shared trust root")
 	f.StringVar(&o.RootNamespace, "root-namespace", o.RootNamespace, "Istio's root namespace (meshConfig.rootNamespace), where mesh-wide PeerAuthentication lives")
-	o.PrintFlags.AddFlags(cmd)
+	f.StringVarP(&o.Output, "output", "o", "", "Output format: table, wide, json, yaml or pem")
 	return cmd
 }
 
@@ -176,8 +175,10 @@ func (o *CertsOptions) Validate() error {
 	if len(o.Files) > 0 && o.Source != string(certs.SourceFile) {
 		return fmt.Errorf("--file reads files, it cannot be combined with --source %s", o.Source)
 	}
-	if err := o.PrintFlags.Validate(); err != nil {
-		return err
+	switch o.Output {
+	case "", "table", "wide", "json", "yaml", "pem":
+	default:
+		return fmt.Errorf("invalid --output %q: use table, wide, json, yaml or pem", o.Output)
 	}
 	if o.AdminPort < 1 || o.AdminPort > 65535 {
 		return fmt.Errorf("invalid --proxy-admin-port %d: use a port between 1 and 65535", o.AdminPort)
@@ -246,11 +247,7 @@ func (o *CertsOptions) Run(ctx context.Context) error {
 		res.Reports = append(res.Reports, rs[0])
 	}
 	if len(res.Reports) > 0 {
-		print := func() error { return certs.Print(o.Out, o.PrintFlags.Format(), res) }
-		if !o.PrintFlags.Human() {
-			print = func() error { return o.PrintFlags.Print(o.Out, res.Object()) }
-		}
-		if err := print(); err != nil {
+		if err := certs.Print(o.Out, o.Output, res); err != nil {
 			return err
 		}
 	}
