@@ -14,6 +14,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -225,6 +226,23 @@ func ztunnelDaemonSet(t *testing.T, env *labtest.Env, ns string) {
 	if _, err := env.Kube.AppsV1().DaemonSets(ns).Create(context.Background(), z, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// Gone, with its pods, before the next test: a namespace being deleted
+	// still lists its DaemonSet, and tests that want no ztunnel would see it.
+	t.Cleanup(func() {
+		ctx := context.Background()
+		fg := metav1.DeletePropagationForeground
+		_ = env.Kube.AppsV1().DaemonSets(ns).Delete(ctx, "ztunnel", metav1.DeleteOptions{PropagationPolicy: &fg})
+		if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			pods, err := env.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + podnet.AppZtunnel})
+			if err != nil || len(pods.Items) > 0 {
+				return false, nil
+			}
+			_, err = env.Kube.AppsV1().DaemonSets(ns).Get(ctx, "ztunnel", metav1.GetOptions{})
+			return apierrors.IsNotFound(err), nil
+		}); err != nil {
+			t.Errorf("the ztunnel DaemonSet in %s is still there after a minute: %v", ns, err)
+		}
+	})
 	if err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		d, err := env.Kube.AppsV1().DaemonSets(ns).Get(ctx, "ztunnel", metav1.GetOptions{})
 		return err == nil && d.Status.NumberReady > 0 && d.Status.NumberReady == d.Status.DesiredNumberScheduled, err
