@@ -82,14 +82,6 @@ func (e *NamespaceNotFoundError) Error() string {
 	return fmt.Sprintf("namespace %q not found; check the name with: kubectl get namespaces", e.Name)
 }
 
-// Forbidden is mesh.Forbidden, for callers outside this package that have
-// not moved yet.
-//
-// Deprecated: use mesh.Forbidden.
-func Forbidden(verb, resource, where string, err error) error {
-	return mesh.Forbidden(verb, resource, where, err)
-}
-
 // Collect reads the scope with a fixed number of LIST calls, each paged
 // (mesh.List): one per kind for all namespaces, or one per kind and namespace when namespaces are
 // named. The calls run concurrently.
