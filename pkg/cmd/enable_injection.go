@@ -103,7 +103,7 @@ gateways.gateway.networking.k8s.io in the namespace.`,
 // Complete reads the dry-run flag, the namespaces and builds the client.
 func (o *InjectionLabelOptions) Complete(cmd *cobra.Command, args []string) error {
 	var err error
-	if o.DryRun, err = options.DryRun(cmd); err != nil {
+	if o.DryRun, err = options.DryRun(cmd, args); err != nil {
 		return err
 	}
 	o.Namespaces = args

@@ -101,7 +101,7 @@ func NewCmdExpose(root *options.Options) *cobra.Command {
 
 // Complete reads the arguments and --dry-run and builds the clients.
 func (o *ExposeOptions) Complete(cmd *cobra.Command, args []string) error {
-	dry, err := options.DryRun(cmd)
+	dry, err := options.DryRun(cmd, args)
 	if err != nil {
 		return err
 	}

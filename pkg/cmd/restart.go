@@ -82,7 +82,7 @@ what their rights keep from being checked is noted on stderr.`,
 
 // Complete resolves namespaces, the dry-run strategy and the client.
 func (o *RestartOptions) Complete(cmd *cobra.Command, args []string) error {
-	dry, err := options.DryRun(cmd)
+	dry, err := options.DryRun(cmd, args)
 	if err != nil {
 		return err
 	}

@@ -258,7 +258,7 @@ func takeSubsetFlags(fs *pflag.FlagSet, args []string) ([]string, []traffic.Subs
 
 // Complete reads the arguments and --dry-run and builds the clients.
 func (o *SplitOptions) Complete(cmd *cobra.Command, args []string) error {
-	dry, err := options.DryRun(cmd)
+	dry, err := options.DryRun(cmd, args)
 	if err != nil {
 		return err
 	}

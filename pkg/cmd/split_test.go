@@ -170,7 +170,7 @@ metadata:
 		{name: "extra args", args: []string{"split", "backend", "50", "50"}, err: `too many arguments "50 50": give WEIGHTS as one argument, like 50/50 or v1=50,v2=50`},
 		{name: "bad dry run", args: []string{"split", "backend", "50/50", "--dry-run=maybe"}, err: `Invalid dry-run value (maybe). Must be "none", "server", or "client".`},
 		// As in kubectl, a bare --dry-run is client and its value needs "=".
-		{name: "dry run value without =", args: []string{"split", "backend", "50/50", "--dry-run", "server"}, err: `too many arguments "50/50 server": give WEIGHTS as one argument, like 50/50 or v1=50,v2=50`},
+		{name: "dry run value without =", args: []string{"split", "backend", "50/50", "--dry-run", "server"}, err: "--dry-run takes its value with '=': use --dry-run=server"},
 		{name: "bad api", args: []string{"split", "backend", "50/50", "--api", "smi"}, err: `invalid --api "smi": use istio or gateway`},
 		{name: "bad color", args: []string{"split", "backend", "--color", "pink"}, err: `invalid --color "pink": use auto, always or never`},
 		{name: "unknown shorthand", args: []string{"split", "backend", "-x"}, err: `unknown shorthand flag: 'x' in -x`},

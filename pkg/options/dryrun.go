@@ -1,6 +1,8 @@
 package options
 
 import (
+	"fmt"
+
 	"github.com/spf13/cobra"
 	cmdutil "k8s.io/kubectl/pkg/cmd/util"
 )
@@ -18,8 +20,17 @@ func AddDryRunFlag(cmd *cobra.Command, usage string) {
 // DryRun reads --dry-run as kubectl does (cmdutil.GetDryRunStrategy), with
 // the same values and errors. A bare --dry-run is client without kubectl's
 // deprecation warning: for a read-mostly plugin it is the natural spelling.
-func DryRun(cmd *cobra.Command) (cmdutil.DryRunStrategy, error) {
+// As in kubectl, the value needs '=': a bare --dry-run followed by an
+// argument that is a strategy name is refused with that advice, rather than
+// the argument being taken for the command's own.
+func DryRun(cmd *cobra.Command, args []string) (cmdutil.DryRunStrategy, error) {
 	if f := cmd.Flags().Lookup("dry-run"); f != nil && f.Changed && f.Value.String() == f.NoOptDefVal {
+		for _, a := range args {
+			switch a {
+			case "none", "client", "server":
+				return cmdutil.DryRunNone, fmt.Errorf("--dry-run takes its value with '=': use --dry-run=%s", a)
+			}
+		}
 		return cmdutil.DryRunClient, nil
 	}
 	return cmdutil.GetDryRunStrategy(cmd)

@@ -17,7 +17,8 @@ func TestDryRun(t *testing.T) {
 		{args: []string{"--dry-run=client"}, want: "client"},
 		{args: []string{"--dry-run=server"}, want: "server"},
 		{args: []string{"--dry-run=none"}, want: "none"},
-		{args: []string{"--dry-run", "server"}, want: "client"}, // as kubectl: the value needs "="
+		{args: []string{"--dry-run", "server"}, err: "--dry-run takes its value with '=': use --dry-run=server"}, // as kubectl, the value needs "="; said, not taken for an argument
+		{args: []string{"--dry-run", "backend"}, want: "client"},
 		{args: []string{"--dry-run=true"}, want: "client"},
 		{args: []string{"--dry-run=false"}, want: "none"},
 		{args: []string{"--dry-run=maybe"}, err: `Invalid dry-run value (maybe). Must be "none", "server", or "client".`},
@@ -28,7 +29,7 @@ func TestDryRun(t *testing.T) {
 		if err := cmd.ParseFlags(tt.args); err != nil {
 			t.Fatal(err)
 		}
-		s, err := DryRun(cmd)
+		s, err := DryRun(cmd, cmd.Flags().Args())
 		got := DryRunName(s)
 		if tt.err != "" {
 			if err == nil || err.Error() != tt.err {

@@ -630,7 +630,7 @@ func TestSplitDryRun(t *testing.T) {
 	env.Mesh(t, "split", "backend", "50/50", "-n", ns)
 	before := trObjects(t, env, ns)
 	for _, mode := range []string{"client", "server"} {
-		res := env.Mesh(t, "split", "backend", "10/90", "--dry-run", mode, "-n", ns)
+		res := env.Mesh(t, "split", "backend", "10/90", "--dry-run="+mode, "-n", ns)
 		if res.Err != nil {
 			t.Fatalf("--dry-run=%s: %v", mode, res.Err)
 		}
