@@ -64,8 +64,9 @@ the wire:
    pods, its mesh mode (sidecar, ambient, gateway, partial, none), its
    sidecar version against the control plane's, and its effective
    PeerAuthentication mode (workload, namespace, mesh-wide, port-level).
-2. Identities: one pod of each workload with a sidecar, read as
-   'kubectl mesh certs' reads it (port-forward to the proxy's admin port),
+2. Identities: one pod of each meshed workload, read as 'kubectl mesh
+   certs' reads it (port-forward to the proxy's admin port, or for an
+   ambient pod to the admin port of the ztunnel on its node),
    --concurrency at a time: the chain verifies, the leaf is valid now, its
    SPIFFE ID is the pod's namespace and service account, and every workload
    shares one trust root (the odd ones are named).
@@ -176,7 +177,7 @@ func (o *VerifyOptions) Complete(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	t := &certs.LazyKube{Config: o.RESTConfig, Client: kube}
-	o.clients = verify.Clients{Kube: kube, Istio: ist, Certs: &certs.Clients{Forwarder: t, Executor: t}, Capture: o.capture}
+	o.clients = verify.Clients{Kube: kube, Istio: ist, Certs: &certs.Clients{Forwarder: t, Executor: t, Kube: kube}, Capture: o.capture}
 	if o.certsClients != nil {
 		o.clients.Certs = o.certsClients
 	}

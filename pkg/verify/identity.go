@@ -16,7 +16,7 @@ import (
 )
 
 // IdentitySection is the identities part: one row per meshed workload
-// with a sidecar (one pod each).
+// (one pod each).
 type IdentitySection struct {
 	// Root is the trust root most workloads verify to (SHA-256, short).
 	Root string `json:"root,omitempty"`
@@ -44,12 +44,13 @@ type IdentityRow struct {
 // identities reads one ready pod of each sidecar workload with at most
 // cfg.Concurrency reads at once, checks chain, validity and SPIFFE ID with
 // the certs engine, and names the workloads whose root is not the one the
-// others share. Ambient workloads' identities are ztunnel's: not read here.
+// others share. An ambient workload's certificate is read from the ztunnel
+// on its pod's node, as `kubectl mesh certs` does.
 func identities(ctx context.Context, c Clients, cfg Config, inv *inventory) IdentitySection {
 	var sec IdentitySection
 	var todo []*workload
 	for _, w := range inv.workloads {
-		if w.row.Mesh == MeshSidecar || w.row.Mesh == MeshPartial || w.row.Mesh == MeshGateway {
+		if w.row.Mesh == MeshSidecar || w.row.Mesh == MeshPartial || w.row.Mesh == MeshGateway || w.row.Mesh == MeshAmbient {
 			todo = append(todo, w)
 		}
 	}
@@ -101,9 +102,13 @@ func identities(ctx context.Context, c Clients, cfg Config, inv *inventory) Iden
 
 func readIdentity(ctx context.Context, c certs.Clients, cfg Config, w *workload) (IdentityRow, *certs.Certificate) {
 	row := IdentityRow{Workload: w.row.Name()}
-	pod := pickPod(w.pods)
+	ambient := w.row.Mesh == MeshAmbient
+	pod := pickPod(w.pods, ambient)
 	if pod == nil {
 		row.Problem = "no running pod with a sidecar"
+		if ambient {
+			row.Problem = "no running pod"
+		}
 		return row, nil
 	}
 	row.Pod = pod.Name
@@ -142,11 +147,12 @@ func readIdentity(ctx context.Context, c certs.Clients, cfg Config, w *workload)
 	return row, root
 }
 
-// pickPod is the first ready pod with a sidecar, else the first with one.
-func pickPod(pods []*corev1.Pod) *corev1.Pod {
+// pickPod is the first ready pod with a sidecar, else the first with one;
+// for an ambient workload, whose pods have none, any running pod.
+func pickPod(pods []*corev1.Pod, ambient bool) *corev1.Pod {
 	var first *corev1.Pod
 	for _, p := range pods {
-		if !mesh.HasSidecar(p) || p.Status.Phase != corev1.PodRunning {
+		if (!ambient && !mesh.HasSidecar(p)) || p.Status.Phase != corev1.PodRunning {
 			continue
 		}
 		if mesh.PodReady(p) {

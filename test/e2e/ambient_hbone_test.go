@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/verify"
 	"github.com/kubectl-mesh/kubectl-mesh/test/lab"
 	"github.com/kubectl-mesh/kubectl-mesh/test/lab/podnet"
 	"github.com/kubectl-mesh/kubectl-mesh/test/labtest"
@@ -143,6 +144,26 @@ func TestAmbientHBONE(t *testing.T) {
 		t.Errorf("certs of the enrolled backend: exit %d, %v, %v\n%s%s", certs.ExitCode, certs.Err, err, certs.Stdout, certs.Stderr)
 	} else if id := "spiffe://cluster.local/ns/" + ns + "/sa/default"; it.Source != "ztunnel" || it.Identity != id || !it.Verdict.OK {
 		t.Errorf("certs of the enrolled backend: source %s, identity %s, ok %t; want ztunnel, %s, true", it.Source, it.Identity, it.Verdict.OK, id)
+	}
+
+	// verify reads the same identities from ztunnel for every ambient
+	// workload of the namespace (no capture: only the identities matter here).
+	vr := env.Mesh(t, "verify", ns, "--no-capture", "-o", "json")
+	var vres verify.Result
+	if err := json.Unmarshal([]byte(vr.Stdout), &vres); err != nil {
+		t.Errorf("verify -o json (exit %d, %v): %v\n%s", vr.ExitCode, vr.Err, err, vr.Stderr)
+	} else {
+		var got []string
+		for _, row := range vres.Identities.Rows {
+			got = append(got, fmt.Sprintf("%s read=%t ok=%t %s", row.Workload, row.Read, row.OK, row.SPIFFEID))
+		}
+		want := []string{
+			fmt.Sprintf("%s/%s read=true ok=true spiffe://cluster.local/ns/%s/sa/default", ns, podnet.AppBackend, ns),
+			fmt.Sprintf("%s/%s read=true ok=true spiffe://cluster.local/ns/%s/sa/default", ns, podnet.AppFrontend, ns),
+		}
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("verify's identities of the ambient workloads:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
 	}
 
 	// A new frontend (on another node when there is one, with a ztunnel
