@@ -6,12 +6,14 @@ import (
 	"sort"
 	"sync"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
@@ -33,10 +35,11 @@ type tracker struct {
 
 	informers map[string]cache.SharedIndexInformer // "resource/namespace"
 	pods      map[string]cache.SharedIndexInformer // namespace → pods
-	// hooked: a cluster-wide factory hands out the same informer for
-	// every namespace; it gets its handlers once.
-	hooked    map[cache.SharedIndexInformer]bool
-	factories []informers.SharedInformerFactory
+	// hooked: a cluster-wide informer serves every namespace; it gets its
+	// handlers once.
+	hooked map[cache.SharedIndexInformer]bool
+	// running: the informers' goroutines, for shutdown.
+	running sync.WaitGroup
 }
 
 // newTracker starts informers for the kinds and namespaces of targets:
@@ -46,40 +49,41 @@ func newTracker(ctx context.Context, kube kubernetes.Interface, targets []Target
 	tr := &tracker{subs: map[string]chan struct{}{}, fatal: map[cache.SharedIndexInformer]error{},
 		informers: map[string]cache.SharedIndexInformer{}, pods: map[string]cache.SharedIndexInformer{},
 		hooked: map[cache.SharedIndexInformer]bool{}}
-	factories := map[string]informers.SharedInformerFactory{}
-	factory := func(ns string) informers.SharedInformerFactory {
+	// One informer per resource and namespace (or cluster-wide), built from
+	// the typed client's list and watch: client-go's informer factory would
+	// link an informer for every built-in kind into the binary.
+	built := map[string]cache.SharedIndexInformer{}
+	informer := func(resource, ns string) cache.SharedIndexInformer {
 		if all {
 			ns = metav1.NamespaceAll
 		}
-		if f, ok := factories[ns]; ok {
-			return f
+		if inf, ok := built[resource+"/"+ns]; ok {
+			return inf
 		}
-		f := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithNamespace(ns))
-		factories[ns] = f
-		return f
+		inf := newInformer(kube, resource, ns)
+		built[resource+"/"+ns] = inf
+		return inf
 	}
 	for _, t := range targets {
 		w := t.Workload
 		if w.Kind == KindPod || w.Paused || w.OnDelete() {
 			continue
 		}
-		f := factory(w.Namespace)
-		var inf cache.SharedIndexInformer
 		switch w.Kind {
-		case KindDeployment:
-			inf = f.Apps().V1().Deployments().Informer()
-		case KindStatefulSet:
-			inf = f.Apps().V1().StatefulSets().Informer()
-		case KindDaemonSet:
-			inf = f.Apps().V1().DaemonSets().Informer()
+		case KindDeployment, KindStatefulSet, KindDaemonSet:
 		default:
 			continue
 		}
-		tr.add(resourceOf(w.Kind), w.Namespace, inf, w.Kind)
-		tr.add("pods", w.Namespace, f.Core().V1().Pods().Informer(), "")
+		resource := resourceOf(w.Kind)
+		tr.add(resource, w.Namespace, informer(resource, w.Namespace), w.Kind)
+		tr.add("pods", w.Namespace, informer("pods", w.Namespace), "")
 	}
-	for _, f := range factories {
-		f.Start(ctx.Done())
+	for _, inf := range built {
+		tr.running.Add(1)
+		go func() {
+			defer tr.running.Done()
+			inf.RunWithContext(ctx)
+		}()
 	}
 	// Waiters that looked before an informer's first list finished get no
 	// event for it; wake them when it is filled. Each informer on its own,
@@ -91,18 +95,52 @@ func newTracker(ctx context.Context, kube kubernetes.Interface, targets []Target
 			}
 		}()
 	}
-	for _, f := range factories {
-		tr.factories = append(tr.factories, f)
-	}
 	return tr
+}
+
+// newInformer lists and watches one resource of a namespace ("" for all).
+func newInformer(kube kubernetes.Interface, resource, ns string) cache.SharedIndexInformer {
+	var lw *cache.ListWatch
+	var obj runtime.Object
+	switch resource {
+	case "deployments":
+		c := kube.AppsV1().Deployments(ns)
+		obj = &appsv1.Deployment{}
+		lw = &cache.ListWatch{
+			ListWithContextFunc:  func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return c.List(ctx, o) },
+			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return c.Watch(ctx, o) },
+		}
+	case "statefulsets":
+		c := kube.AppsV1().StatefulSets(ns)
+		obj = &appsv1.StatefulSet{}
+		lw = &cache.ListWatch{
+			ListWithContextFunc:  func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return c.List(ctx, o) },
+			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return c.Watch(ctx, o) },
+		}
+	case "daemonsets":
+		c := kube.AppsV1().DaemonSets(ns)
+		obj = &appsv1.DaemonSet{}
+		lw = &cache.ListWatch{
+			ListWithContextFunc:  func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return c.List(ctx, o) },
+			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return c.Watch(ctx, o) },
+		}
+	default: // pods
+		c := kube.CoreV1().Pods(ns)
+		obj = &corev1.Pod{}
+		lw = &cache.ListWatch{
+			ListWithContextFunc:  func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return c.List(ctx, o) },
+			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return c.Watch(ctx, o) },
+		}
+	}
+	// As client-go's generated informers: a client that cannot stream the
+	// initial list (fake clientsets) gets a plain list then watch.
+	return cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, kube), obj, 0, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 }
 
 // shutdown waits for the informers' goroutines, once the context given to
 // newTracker is done.
 func (tr *tracker) shutdown() {
-	for _, f := range tr.factories {
-		f.Shutdown()
-	}
+	tr.running.Wait()
 }
 
 func (tr *tracker) wakeAll() {
