@@ -71,8 +71,32 @@ func WriteSummary(w io.Writer, r *Report) error {
 			fmt.Fprintf(w, "Not encrypted: %s\n", why)
 		}
 	}
-	_, err := fmt.Fprintf(w, "Verdict: %s\n", r.Verdict)
+	_, err := fmt.Fprintf(w, "Verdict: %s\n", verdictText(r))
 	return err
+}
+
+// verdictText is the summary's verdict, saying which Istio transport the
+// listed application flows proved: sidecar mTLS, ambient's HBONE, or both.
+func verdictText(r *Report) string {
+	if r.Verdict != VerdictEncryptedIstio {
+		return r.Verdict.String()
+	}
+	hbone, sidecar := 0, 0
+	for _, f := range r.Flows {
+		switch f.Istio {
+		case "hbone":
+			hbone++
+		case "sidecar":
+			sidecar++
+		}
+	}
+	switch {
+	case hbone > 0 && sidecar == 0:
+		return "ENCRYPTED (Istio HBONE)"
+	case hbone > 0:
+		return "ENCRYPTED (Istio mTLS and HBONE)"
+	}
+	return r.Verdict.String()
 }
 
 func writeFlows(w io.Writer, flows []FlowSummary, infra bool) error {

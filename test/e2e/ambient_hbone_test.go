@@ -146,6 +146,11 @@ func TestAmbientHBONE(t *testing.T) {
 		t.Errorf("certs of the enrolled backend: source %s, identity %s, ok %t; want ztunnel, %s, true", it.Source, it.Identity, it.Verdict.OK, id)
 	}
 
+	// The summary names the transport it proved.
+	if r := env.Mesh(t, "sniff", "-n", ns, "deploy/"+podnet.AppBackend, "--ssh-config", sshConfig, "--duration", "2s"); r.ExitCode != 0 || !strings.HasSuffix(r.Stdout, "Verdict: ENCRYPTED (Istio HBONE)\n") {
+		t.Errorf("sniff of the enrolled backend: exit %d, %v\n%s%s", r.ExitCode, r.Err, r.Stdout, r.Stderr)
+	}
+
 	// verify reads the same identities from ztunnel for every ambient
 	// workload of the namespace (no capture: only the identities matter here).
 	vr := env.Mesh(t, "verify", ns, "--no-capture", "-o", "json")
