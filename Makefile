@@ -82,10 +82,14 @@ install: build
 	install -m 0755 $(BIN)/kubectl-mesh $(PREFIX)/bin/kubectl-mesh
 	install -m 0755 plugins/kubectl_complete-mesh $(PREFIX)/bin/kubectl_complete-mesh
 
-# Unit tests of the product, then the e2e suite against a real local lab
-# (started once for the whole run, or reused when `make lab-up` left one).
+# Unit tests of the product, then the e2e suite against a real local lab,
+# started afresh for the run: a lab left by `make demo` holds the demo's
+# objects (a meshed default namespace, ztunnel), which the tests must not
+# find. To rerun single e2e tests on a running lab:
+#   cd test && go test -count=1 -p 1 -run TestName ./e2e/
 test: deps lab-bins lint check-release
 	$(GO) test -count=1 ./...
+	$(LAB) down
 	cd test && $(GO) test -count=1 -p 1 -timeout 30m -v ./...
 
 bench: deps lab-bins bench-startup

@@ -16,6 +16,15 @@ say() { printf '\n%s== %s ==%s\n' "$bold" "$*" "$reset"; }
 run() { printf '%s$ %s%s\n' "$dim" "$*" "$reset"; "$@"; }
 # runsh shows and runs a pipeline.
 runsh() { printf '%s$ %s%s\n' "$dim" "$1" "$reset"; bash -o pipefail -c "$1"; }
+# verdict shows a command whose exit status is its verdict and checks it.
+verdict() {
+  local want=$1; shift
+  printf '%s$ %s%s\n' "$dim" "$*" "$reset"
+  local rc=0
+  "$@" || rc=$?
+  printf '%s(exit %s)%s\n' "$dim" "$rc" "$reset"
+  if [ "$rc" != "$want" ]; then echo "expected exit $want" >&2; return 1; fi
+}
 # retry shows a command and runs it until it succeeds, for the few seconds
 # KWOK may take to learn about a new pod's port-forward.
 retry() {
@@ -45,6 +54,9 @@ run kubectl logs deploy/frontend-app --tail=3
 say "Capture the backend's traffic on its node (tcpdump over SSH): the greeting is readable"
 runsh "kubectl mesh sniff deploy/backend-app --ssh-config $SSH_CONFIG --duration 4s --grep 'Hi TGN meetup' --expect plaintext | tail -n 5"
 
+say "Prove the whole namespace at once: identities, mesh enrolment and every edge on the wire"
+verdict 2 kubectl mesh verify default --ssh-config $SSH_CONFIG --duration 4s
+
 say "Turn on sidecar injection for namespace default"
 run kubectl mesh enable-injection default
 
@@ -64,7 +76,18 @@ run kubectl mesh expose frontend
 url=$(kubectl mesh expose frontend 2>/dev/null)
 run curl -s --max-time 5 "$url"
 
-say "Deploy version 2 of the backend"
+say "verify again, while a client calls the frontend through the gateway: every workload meshed, every certificate verified, every edge Istio mTLS"
+# Without a caller the frontend's Service would carry no packet during the
+# capture, and verify would rightly call that edge unproven (exit 3).
+( for _ in $(seq 60); do curl -s --max-time 1 -o /dev/null "$url" || true; sleep 0.2; done ) &
+caller=$!
+verdict 0 kubectl mesh verify default --ssh-config $SSH_CONFIG --duration 4s
+say "The same proof as a graph, for a Markdown page (-o dot for graphviz)"
+verdict 0 kubectl mesh verify default --ssh-config $SSH_CONFIG --duration 3s -o mermaid
+kill "$caller" 2>/dev/null || true
+wait "$caller" 2>/dev/null || true
+
+say "Deploy version 2 of the backend, on the second node"
 runsh "kubectl apply -f - <<'EOF'
 apiVersion: apps/v1
 kind: Deployment
@@ -82,6 +105,9 @@ spec:
     spec:
       serviceAccountName: backend
       terminationGracePeriodSeconds: 0
+      nodeSelector: {kubernetes.io/hostname: node2}
+      tolerations:
+      - {key: lab.kubectl-mesh.io/node2, operator: Exists, effect: NoSchedule}
       containers:
       - name: app
         image: kubectl-mesh-lab/backend-app:v2
@@ -97,6 +123,22 @@ printf '%s(10 seconds later)%s\n' "$dim" "$reset"
 runsh "kubectl logs deploy/frontend-app --since=10s | awk '{print \$3, \$4}' | sort | uniq -c"
 run kubectl mesh split backend
 
+say "Ambient mode: no sidecars; ztunnel on every node carries the pods' traffic as HBONE"
+run kubectl apply -f hack/demo/ztunnel.yaml
+run kubectl rollout status daemonset/ztunnel -n istio-system --timeout=60s
+run kubectl apply -f hack/demo/shop.yaml
+run kubectl rollout status deploy/backend-app deploy/frontend-app -n shop --timeout=60s
+run kubectl mesh enable-injection shop --ambient
+until kubectl logs deploy/frontend-app -n shop --tail=1 2>/dev/null | grep -q ' hbone '; do sleep 0.5; done
+run kubectl logs deploy/frontend-app -n shop --tail=2
+run kubectl mesh status -n shop
+
+say "On the wire: HBONE (mTLS on 15008, ALPN h2), nothing on the app port"
+runsh "kubectl mesh sniff deploy/backend-app -n shop --ssh-config $SSH_CONFIG --duration 4s --grep 'Hi TGN meetup' --expect istio-mtls | tail -n 5"
+
+say "The backend's workload certificate, read from the ztunnel on its node"
+retry kubectl mesh certs deploy/backend-app -n shop
+
 say "Done. Keep exploring:"
 cat <<MSG
   export KUBECONFIG=$KUBECONFIG
@@ -106,6 +148,7 @@ cat <<MSG
   curl $url                       # through the ingress gateway
   kubectl mesh split backend 90/10                 # and watch the logs follow
   kubectl mesh sniff deploy/backend-app --ssh-config $SSH_CONFIG -w backend.pcap --duration 10s
-  ssh -F $SSH_CONFIG node1                  # the node: ip netns, bridge fdb, tcpdump
+  kubectl mesh verify default --ssh-config $SSH_CONFIG -o dot | dot -Tsvg > mesh.svg
+  ssh -F $SSH_CONFIG node1                  # the node: ip netns, bridge fdb, tcpdump (node2 too)
 The lab keeps running (make lab-up reuses it); stop it with: make lab-down
 MSG
