@@ -26,16 +26,8 @@ const (
 type SniffOptions struct {
 	*options.Options
 
-	Selector     string
-	Via          string
-	NodeAddress  string
-	SSHUser      string
-	SSHPort      int
-	SSHKeys      []string
-	KnownHosts   []string
-	SSHJump      string
-	SSHConfig    string
-	InsecureSkip bool
+	Selector string
+	NodeAccess
 	Interface    string
 	Filter       string
 	Count        int
@@ -46,7 +38,6 @@ type SniffOptions struct {
 	Write        string
 	Read         string
 	PrintFlags   *options.ReportPrintFlags
-	Image        string
 
 	args []string
 	kube kubernetes.Interface
@@ -97,7 +88,7 @@ every ENCRYPTED verdict; --expect istio-mtls only ENCRYPTED (Istio mTLS).`
 
 // NewCmdSniff returns the sniff command.
 func NewCmdSniff(root *options.Options) *cobra.Command {
-	o := &SniffOptions{Options: root, Via: "auto", PrintFlags: options.NewReportPrintFlags()}
+	o := &SniffOptions{Options: root, NodeAccess: newNodeAccess(), PrintFlags: options.NewReportPrintFlags()}
 	cmd := &cobra.Command{
 		Use:   "sniff (POD | TYPE/NAME | -l SELECTOR) [flags]",
 		Short: "Capture a pod's traffic on its node and tell plaintext from mTLS",
@@ -125,15 +116,7 @@ func NewCmdSniff(root *options.Options) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVarP(&o.Selector, "selector", "l", "", "Capture every running pod matching this label selector")
-	f.StringVar(&o.Via, "via", o.Via, "How to reach the node: ssh, pod (creates a capture pod on the node) or auto (SSH when flags or ssh_config give settings; never a pod)")
-	f.StringVar(&o.NodeAddress, "node-address", "", "SSH to this address instead of the node's InternalIP")
-	f.StringVar(&o.SSHUser, "ssh-user", "", "SSH user (default: from ssh_config, else $USER); unless root, only tcpdump runs, as sudo -n tcpdump")
-	f.IntVar(&o.SSHPort, "ssh-port", 0, "SSH port (default: from ~/.ssh/config, else 22)")
-	f.StringArrayVar(&o.SSHKeys, "ssh-key", nil, "Private key file to offer first (repeatable); then ssh_config's IdentityFile, then ssh-agent's keys unless IdentitiesOnly")
-	f.StringArrayVar(&o.KnownHosts, "ssh-known-hosts", nil, "known_hosts file to check host keys against (default: UserKnownHostsFile, else ~/.ssh/known_hosts); /etc/ssh/ssh_known_hosts is checked too")
-	f.StringVar(&o.SSHJump, "ssh-jump", "", "Reach the node through this bastion: [user@]host[:port]")
-	f.StringVar(&o.SSHConfig, "ssh-config", "", "ssh_config file to read instead of ~/.ssh/config and /etc/ssh/ssh_config (Include, IdentitiesOnly and Match host are honoured)")
-	f.BoolVar(&o.InsecureSkip, "insecure-skip-host-key-check", false, "Do not check the node's SSH host key (anyone on the path can impersonate the node)")
+	o.NodeAccess.AddFlags(f)
 	f.StringVar(&o.Interface, "interface", "", "Node interface to capture on (default: the pod's host-side interface, else any)")
 	f.StringVar(&o.Filter, "filter", "", "Extra tcpdump filter, and-ed with the pod's addresses (e.g. 'tcp port 80')")
 	f.IntVar(&o.Count, "count", 0, "Stop after this many packets")
@@ -143,7 +126,6 @@ func NewCmdSniff(root *options.Options) *cobra.Command {
 	f.StringVar(&o.Expect, "expect", "", "Exit 2 unless the verdict is: encrypted, plaintext or istio-mtls")
 	f.StringVarP(&o.Write, "write", "w", "", "Also write the raw capture to this pcap file ('-' for stdout)")
 	f.StringVarP(&o.Read, "read", "r", "", "Analyse this pcap or pcapng file instead of capturing")
-	f.StringVar(&o.Image, "image", sniff.DefaultImage, "Image with tcpdump for --via pod")
 	o.PrintFlags.AddFlags(cmd)
 	return cmd
 }
@@ -334,12 +316,9 @@ func (o *SniffOptions) rawWriter() (io.Writer, func(), error) {
 // transport is how the engine reaches nodes: SSH or a capture pod from
 // --via, the SSH flags and ssh_config.
 func (o *SniffOptions) transport() sniff.TransportConfig {
-	return sniff.TransportConfig{
-		Via: o.Via,
-		SSH: sniff.SSHSettings{Address: o.NodeAddress, User: o.SSHUser, Port: o.SSHPort, KeyFiles: o.SSHKeys,
-			KnownHosts: o.KnownHosts, Jump: o.SSHJump, ConfigFile: o.SSHConfig, InsecureSkipHostKeyCheck: o.InsecureSkip},
-		Env: sniff.DefaultSSHEnv(), Kube: o.kube, REST: o.RESTConfig, Namespace: o.ns, Image: o.Image, Notes: o.ErrOut,
-	}
+	t := o.NodeAccess.Transport(o.kube, o.RESTConfig, o.ns)
+	t.Notes = o.ErrOut
+	return t
 }
 
 // expectError is an --expect that the capture did not meet.

@@ -30,21 +30,12 @@ type VerifyOptions struct {
 	AdminPort     int
 	NoCapture     bool
 
-	// Capture flags, as sniff's.
-	Via          string
-	NodeAddress  string
-	SSHUser      string
-	SSHPort      int
-	SSHKeys      []string
-	KnownHosts   []string
-	SSHJump      string
-	SSHConfig    string
-	InsecureSkip bool
+	// How to reach the nodes, as sniff does; the capture flags follow.
+	NodeAccess
 	Interface    string
 	Filter       string
 	Duration     time.Duration
 	IncludeInfra bool
-	Image        string
 
 	namespaces []string
 	clients    verify.Clients
@@ -99,8 +90,8 @@ func NewCmdVerify(root *options.Options) *cobra.Command {
 }
 
 func newVerifyOptions(root *options.Options) *VerifyOptions {
-	return &VerifyOptions{Options: root, Via: sniff.ViaAuto, Duration: 10 * time.Second, Concurrency: 4,
-		RootNamespace: certs.DefaultRootNamespace, AdminPort: certs.DefaultAdminPort, Image: sniff.DefaultImage}
+	return &VerifyOptions{Options: root, NodeAccess: newNodeAccess(), Duration: 10 * time.Second, Concurrency: 4,
+		RootNamespace: certs.DefaultRootNamespace, AdminPort: certs.DefaultAdminPort}
 }
 
 func newCmdVerify(o *VerifyOptions) *cobra.Command {
@@ -139,19 +130,10 @@ func newCmdVerify(o *VerifyOptions) *cobra.Command {
 	f.IntVar(&o.AdminPort, "proxy-admin-port", o.AdminPort, "Envoy admin port of the istio-proxy container")
 	f.BoolVar(&o.NoCapture, "no-capture", false, "Skip the wire (the verdict is then at best unproven)")
 	f.DurationVar(&o.Duration, "duration", o.Duration, "How long to capture on every node at once")
-	f.StringVar(&o.Via, "via", o.Via, "How to reach the nodes: ssh, pod (creates a capture pod on each node) or auto (SSH when flags or ssh_config give settings; never a pod)")
-	f.StringVar(&o.NodeAddress, "node-address", "", "SSH to this address instead of each node's InternalIP (one node only)")
-	f.StringVar(&o.SSHUser, "ssh-user", "", "SSH user (default: from ssh_config, else $USER); unless root, only tcpdump runs, as sudo -n tcpdump")
-	f.IntVar(&o.SSHPort, "ssh-port", 0, "SSH port (default: from ~/.ssh/config, else 22)")
-	f.StringArrayVar(&o.SSHKeys, "ssh-key", nil, "Private key file to offer first (repeatable)")
-	f.StringArrayVar(&o.KnownHosts, "ssh-known-hosts", nil, "known_hosts file to check host keys against (default: UserKnownHostsFile, else ~/.ssh/known_hosts)")
-	f.StringVar(&o.SSHJump, "ssh-jump", "", "Reach the nodes through this bastion: [user@]host[:port]")
-	f.StringVar(&o.SSHConfig, "ssh-config", "", "ssh_config file to read instead of ~/.ssh/config and /etc/ssh/ssh_config")
-	f.BoolVar(&o.InsecureSkip, "insecure-skip-host-key-check", false, "Do not check the nodes' SSH host keys (anyone on the path can impersonate a node)")
+	o.NodeAccess.AddFlags(f)
 	f.StringVar(&o.Interface, "interface", "", "Node interface to capture on (default: any when a node runs several selected pods)")
 	f.StringVar(&o.Filter, "filter", "", "Extra tcpdump filter, and-ed with each node's pod addresses")
 	f.BoolVar(&o.IncludeInfra, "include-infra", false, "Judge mesh infrastructure traffic (probes, scrapes, istiod, DNS) with the application's")
-	f.StringVar(&o.Image, "image", o.Image, "Image with tcpdump for --via pod")
 	return cmd
 }
 
@@ -232,16 +214,11 @@ func (o *VerifyOptions) Validate() error {
 // capture runs one capture per node with sniff's transport and flags.
 func (o *VerifyOptions) capture(ctx context.Context, groups []sniff.NodeGroup) []sniff.NodeCapture {
 	return sniff.CaptureNodes(ctx, sniff.GroupConfig{
-		Transport: sniff.TransportConfig{
-			Via: o.Via,
-			SSH: sniff.SSHSettings{Address: o.NodeAddress, User: o.SSHUser, Port: o.SSHPort, KeyFiles: o.SSHKeys,
-				KnownHosts: o.KnownHosts, Jump: o.SSHJump, ConfigFile: o.SSHConfig, InsecureSkipHostKeyCheck: o.InsecureSkip},
-			Env: sniff.DefaultSSHEnv(), REST: o.RESTConfig, Namespace: o.podNS, Image: o.Image,
-		},
-		Spec:     sniff.CaptureSpec{Interface: o.Interface, Filter: o.Filter, Duration: o.Duration},
-		Analysis: sniff.Config{IncludeInfra: o.IncludeInfra},
-		Kube:     o.clients.Kube,
-		Notes:    o.notes,
+		Transport: o.NodeAccess.Transport(nil, o.RESTConfig, o.podNS),
+		Spec:      sniff.CaptureSpec{Interface: o.Interface, Filter: o.Filter, Duration: o.Duration},
+		Analysis:  sniff.Config{IncludeInfra: o.IncludeInfra},
+		Kube:      o.clients.Kube,
+		Notes:     o.notes,
 	}, groups)
 }
 
