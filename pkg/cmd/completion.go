@@ -295,13 +295,17 @@ func registerCommandCompletions(root *cobra.Command, o *options.Options) {
 		case "certs":
 			c.ValidArgsFunction = firstArg(CompletePods(o))
 			flag("compare", CompletePods(o))
-			flag("source", fixed("auto", "envoy", "legacy", "file"))
+			flag("source", fixed("auto", "envoy", "legacy", "ztunnel", "file"))
 			flag("output", fixed("table", "wide", "json", "yaml", "pem"))
 		case "sniff":
 			c.ValidArgsFunction = firstArg(CompletePods(o))
 			flag("via", fixed("auto", "ssh", "pod"))
 			flag("expect", fixed("encrypted", "plaintext", "istio-mtls"))
-			flag("output", fixed("json"))
+			// -o completes from its PrintFlags.
+		case "verify":
+			c.ValidArgsFunction = unusedArgs(CompleteNamespaces(o))
+			flag("via", fixed("auto", "ssh", "pod"))
+			flag("output", fixed("table", "json", "yaml", "dot", "mermaid"))
 		case "split", "expose":
 			// split parses its own flags and completes its own arguments.
 			if c.ValidArgsFunction == nil {
