@@ -73,8 +73,14 @@ func (d *daemon) wantedAmbient(p *corev1.Pod) bool {
 	if p.Labels["app"] == AppZtunnel {
 		return true
 	}
-	return mesh.NamespaceAmbient(d.nsLabels(p.Namespace)) || p.Labels[mesh.LabelDataplaneMode] == mesh.DataplaneAmbient
+	ns := d.nsLabels(p.Namespace)
+	return mesh.NamespaceAmbient(ns) || p.Labels[mesh.LabelDataplaneMode] == mesh.DataplaneAmbient || ns[NetworkLabel] == "true"
 }
+
+// NetworkLabel on a namespace gives its workshop pods a network whatever
+// their mesh mode: benchmarks that spread many workshop pods over the
+// nodes use it; tests keep their namespaces without networks unless asked.
+const NetworkLabel = "podnet.kubectl-mesh.io/network"
 
 func (d *daemon) nsLabels(ns string) map[string]string {
 	if n, err := d.amb.namespaces.Get(ns); err == nil {
