@@ -21,18 +21,22 @@ type Result struct {
 	Comparison *Comparison `json:"comparison,omitempty"`
 }
 
+// Value is what -o json, yaml and templates print: one workload as one
+// object, as kubectl get does, else the whole result.
+func Value(res Result) any {
+	if len(res.Reports) == 1 && res.Comparison == nil {
+		return res.Reports[0]
+	}
+	return res
+}
+
 // Print writes res to w in format (one of Outputs; "" is table).
 func Print(w io.Writer, format string, res Result) error {
 	switch format {
 	case "", "table", "wide":
 		return printTable(w, format == "wide", res)
 	case "json", "yaml":
-		var v any = res
-		// One workload prints as one object, as kubectl get does.
-		if len(res.Reports) == 1 && res.Comparison == nil {
-			v = res.Reports[0]
-		}
-		b, err := json.MarshalIndent(v, "", "  ")
+		b, err := json.MarshalIndent(Value(res), "", "  ")
 		if err != nil {
 			return err
 		}

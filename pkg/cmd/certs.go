@@ -29,7 +29,7 @@ type CertsOptions struct {
 	Source        string
 	Files         []string
 	AdminPort     int
-	Output        string
+	PrintFlags    *options.ReportPrintFlags
 	Compare       string
 	RootNamespace string
 
@@ -41,7 +41,8 @@ type CertsOptions struct {
 
 // NewCmdCerts returns the certs command.
 func NewCmdCerts(root *options.Options) *cobra.Command {
-	o := &CertsOptions{Options: root, Source: string(certs.SourceAuto), AdminPort: certs.DefaultAdminPort, RootNamespace: certs.DefaultRootNamespace}
+	o := &CertsOptions{Options: root, Source: string(certs.SourceAuto), AdminPort: certs.DefaultAdminPort, RootNamespace: certs.DefaultRootNamespace,
+		PrintFlags: options.NewReportPrintFlags("table", "wide", "pem")}
 	cmd := &cobra.Command{
 		Use:   "certs (POD | TYPE/NAME | -l SELECTOR | --file PATH) [--compare OTHER]",
 		Short: "Show a workload's mTLS certificates and verify chain, validity and identity",
@@ -129,7 +130,7 @@ could not be read, 2 when the verdict (or --compare) failed.`,
 	f.IntVar(&o.AdminPort, "proxy-admin-port", o.AdminPort, "Envoy admin port of the istio-proxy container")
 	f.StringVar(&o.Compare, "compare", "", "Another workload (POD, TYPE/NAME or NAMESPACE/TYPE/NAME) to check for a shared trust root")
 	f.StringVar(&o.RootNamespace, "root-namespace", o.RootNamespace, "Istio's root namespace (meshConfig.rootNamespace), where mesh-wide PeerAuthentication lives")
-	f.StringVarP(&o.Output, "output", "o", "", "Output format: table, wide, json, yaml or pem")
+	o.PrintFlags.AddFlags(cmd)
 	return cmd
 }
 
@@ -175,10 +176,8 @@ func (o *CertsOptions) Validate() error {
 	if len(o.Files) > 0 && o.Source != string(certs.SourceFile) {
 		return fmt.Errorf("--file reads files, it cannot be combined with --source %s", o.Source)
 	}
-	switch o.Output {
-	case "", "table", "wide", "json", "yaml", "pem":
-	default:
-		return fmt.Errorf("invalid --output %q: use table, wide, json, yaml or pem", o.Output)
+	if err := o.PrintFlags.Validate(); err != nil {
+		return err
 	}
 	if o.AdminPort < 1 || o.AdminPort > 65535 {
 		return fmt.Errorf("invalid --proxy-admin-port %d: use a port between 1 and 65535", o.AdminPort)
@@ -247,7 +246,13 @@ func (o *CertsOptions) Run(ctx context.Context) error {
 		res.Reports = append(res.Reports, rs[0])
 	}
 	if len(res.Reports) > 0 {
-		if err := certs.Print(o.Out, o.Output, res); err != nil {
+		var err error
+		if o.PrintFlags.Human() {
+			err = certs.Print(o.Out, o.PrintFlags.Format(), res)
+		} else {
+			err = o.PrintFlags.Print(o.Out, certs.Value(res))
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -296,7 +296,7 @@ func registerCommandCompletions(root *cobra.Command, o *options.Options) {
 			c.ValidArgsFunction = firstArg(CompletePods(o))
 			flag("compare", CompletePods(o))
 			flag("source", fixed("auto", "envoy", "legacy", "ztunnel", "file"))
-			flag("output", fixed("table", "wide", "json", "yaml", "pem"))
+			// -o completes from its PrintFlags.
 		case "sniff":
 			c.ValidArgsFunction = firstArg(CompletePods(o))
 			flag("via", fixed("auto", "ssh", "pod"))

@@ -169,7 +169,7 @@ func TestCompletion(t *testing.T) {
 		{"certs --compare", []string{"certs", "frontend-7d9f", "--compare", "b"},
 			"backend-5c8b\n:4\n"},
 		{"certs -o", []string{"certs", "-o", "p"},
-			"table\nwide\njson\nyaml\npem\n:4\n"},
+			"table\nwide\npem\njson\nyaml\n:4\n"},
 		{"sniff pods in -n", []string{"sniff", "-n", "default", ""},
 			"other-1\n:4\n"},
 		{"sniff --via", []string{"sniff", "--via", ""},
