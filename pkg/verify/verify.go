@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/certs"
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/sniff"
 )
 
 // Exit codes of `kubectl mesh verify`.
@@ -207,6 +208,11 @@ func (r *Result) judge() {
 			r.Unproven = append(r.Unproven, fmt.Sprintf("no traffic to %s during the capture: make a client call it, or widen --duration", e.DstName()))
 		case e.plaintext() && e.SrcMeshed && e.DstMeshed:
 			r.Failures = append(r.Failures, fmt.Sprintf("%s → %s is %s between meshed workloads", e.Src, e.DstName(), e.Verdict))
+		case e.SrcMeshed && e.DstMeshed && e.Verdict != string(sniff.VerdictEncryptedIstio):
+			// Traffic between meshed workloads is proven only as Istio's
+			// mTLS; anything else the wire could not tell (a flow caught
+			// mid-record, TLS that is not Istio's) leaves it unproven.
+			r.Unproven = append(r.Unproven, fmt.Sprintf("%s → %s is %s, not proven to be Istio mTLS (%s): capture again, or longer (--duration)", e.Src, e.DstName(), e.Verdict, e.Evidence))
 		}
 	}
 	switch {

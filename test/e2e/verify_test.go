@@ -148,10 +148,24 @@ func TestVerifyWorkshop(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * time.Second) // the frontend's first calls to v2
-	res, r, took = run("with v2", "--ssh-config", sshConfig)
-	checkNodes(t, env, res, took)
-	v2 := edge(res, "default/frontend-app", "default/backend-app-v2", 80)
 	mode := frontendMode(t, env, "v2")
+	var v2 *verify.Edge
+	for attempt := 1; ; attempt++ {
+		res, r, took = run("with v2", "--ssh-config", sshConfig)
+		checkNodes(t, env, res, took)
+		v2 = edge(res, "default/frontend-app", "default/backend-app-v2", 80)
+		// A capture that starts inside a TLS record of a pooled
+		// connection cannot tell what it carries: the edge is then not
+		// proven, and verify must say so (exit 3), never exit 0. Another
+		// capture usually starts between records.
+		if mode != "mtls" || v2 == nil || v2.Verdict == "encrypted-istio" || attempt == 3 {
+			break
+		}
+		if r.ExitCode != verify.ExitUnproven {
+			t.Errorf("with v2: the edge is %s (%s) but verify exits %d, not %d (unproven)", v2.Verdict, v2.Evidence, r.ExitCode, verify.ExitUnproven)
+		}
+		t.Logf("with v2: attempt %d saw the edge as %s (%s), exit %d; capturing again", attempt, v2.Verdict, v2.Evidence, r.ExitCode)
+	}
 	t.Logf("with v2: the frontend logs its calls to v2 as %s; verify's edge: %+v", mode, v2)
 	switch {
 	case v2 == nil || v2.Packets == 0:
