@@ -35,6 +35,16 @@ func TestCorpusVerdicts(t *testing.T) {
 		{"udp-frag-ipv6.pcap", VerdictPlaintext, 2, []string{"udp text cleartext", "icmp ICMPv6 cleartext infra:icmp", "icmp ICMPv6 cleartext infra:icmp", "icmp ICMPv6 cleartext infra:icmp"}},
 		{"udp-marker.pcap", VerdictPlaintext, 3, []string{"udp text cleartext", "udp text cleartext", "udp text cleartext"}},
 	}
+	// What the summary says of captures made by OpenSSL: HBONE is named
+	// only when its handshakes were seen; a pooled :15008 flow next to an
+	// unproven one does not make the capture Istio's.
+	says := map[string]string{
+		"hbone-15008.pcap":      "ENCRYPTED (Istio HBONE)",
+		"istio-mtls-tls13.pcap": "ENCRYPTED (Istio mTLS)",
+		"istio-mtls-tls12.pcap": "ENCRYPTED (Istio mTLS)",
+		"pooled-midstream.pcap": "ENCRYPTED (TLS, Istio not proven)",
+		"curl-https.pcap":       "ENCRYPTED (TLS, not Istio)",
+	}
 	files, _ := filepath.Glob(filepath.Join("testdata", "corpus", "*.pcap"))
 	if len(files) != len(tests) {
 		t.Errorf("%d corpus files, %d rows: give every capture a row", len(files), len(tests))
@@ -65,6 +75,9 @@ func TestCorpusVerdicts(t *testing.T) {
 			}
 			if rep.Verdict != tt.verdict || rep.GrepHits != tt.hits || fmt.Sprint(got) != fmt.Sprint(tt.flows) {
 				t.Errorf("%s, %d hits, flows %q; want %s, %d, %q", rep.Verdict, rep.GrepHits, got, tt.verdict, tt.hits, tt.flows)
+			}
+			if want, ok := says[tt.file]; ok && verdictText(rep) != want {
+				t.Errorf("the summary says %s, want %s", verdictText(rep), want)
 			}
 		})
 	}
