@@ -113,7 +113,13 @@ func readIdentity(ctx context.Context, c certs.Clients, cfg Config, w *workload)
 	}
 	row.Pod = pod.Name
 	c.Istio = nil // the mTLS mode comes from the inventory's one LIST
-	reps, err := certs.Inspect(ctx, c, certs.Config{Source: certs.SourceAuto, AdminPort: cfg.AdminPort, RootNamespace: cfg.RootNamespace, Now: cfg.Now}, pod)
+	// The inventory already knows an ambient workload: ask its ztunnel
+	// without the namespace read certs' auto source would make per pod.
+	source := certs.SourceAuto
+	if ambient {
+		source = certs.SourceZtunnel
+	}
+	reps, err := certs.Inspect(ctx, c, certs.Config{Source: source, AdminPort: cfg.AdminPort, RootNamespace: cfg.RootNamespace, Now: cfg.Now}, pod)
 	if err != nil {
 		var fe *certs.ForbiddenError
 		if errors.As(err, &fe) {
