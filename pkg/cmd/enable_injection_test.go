@@ -327,7 +327,7 @@ status: {}
 func TestEnableInjectionWaypoint(t *testing.T) {
 	const ready = "no workloads in shop need a restart\n" +
 		"waiting up to 1m0s for the waypoint's deployment shop/waypoint\n" +
-		"waypoint shop/waypoint ready: deployment shop/waypoint has 1 available\n"
+		"waypoint shop/waypoint ready: deployment shop/waypoint has 1 available, and istiod has programmed the Gateway\n"
 	forbidden := func(verb string) func(*dynamicfake.FakeDynamicClient) {
 		return func(d *dynamicfake.FakeDynamicClient) {
 			d.PrependReactor(verb, "gateways", func(a k8stesting.Action) (bool, runtime.Object, error) {
@@ -348,11 +348,23 @@ func TestEnableInjectionWaypoint(t *testing.T) {
 		wantErr    string
 		wantLabels string
 		wantGWs    string // shop's Gateways afterwards, name:createdByUs
+		// istiod programs each Gateway created without a status, as its
+		// gateway controller does once it has deployed it.
+		istiod bool
 	}{
 		{name: "creates the waypoint, labels, waits for its deployment",
 			kube: append(waypointObjects(), waypointDeployment("waypoint")), args: []string{"enable-injection", "shop", "--ambient", "--waypoint"},
 			wantOut:    "gateway.gateway.networking.k8s.io/waypoint created\nnamespace/shop labeled\n",
-			wantErrOut: ready, wantLabels: "istio.io/dataplane-mode=ambient,istio.io/use-waypoint=waypoint", wantGWs: "waypoint:true"},
+			wantErrOut: ready, wantLabels: "istio.io/dataplane-mode=ambient,istio.io/use-waypoint=waypoint", wantGWs: "waypoint:true", istiod: true},
+		{name: "deployed but never programmed",
+			kube: append(waypointObjects(), waypointDeployment("waypoint")), args: []string{"enable-injection", "shop", "--ambient", "--waypoint", "--timeout=300ms"},
+			wantOut: "gateway.gateway.networking.k8s.io/waypoint created\nnamespace/shop labeled\n",
+			wantErrOut: "no workloads in shop need a restart\n" +
+				"waiting up to 300ms for the waypoint's deployment shop/waypoint\n",
+			wantErr: "waypoint shop/waypoint is not ready: deployment shop/waypoint is available, but istiod has not programmed the Gateway after 300ms " +
+				"(no Programmed condition for its current generation yet), so ztunnel does not send it traffic " +
+				"(gateway status: no conditions, so no controller has accepted it); the Gateway and the namespace label are in place",
+			wantLabels: "istio.io/dataplane-mode=ambient,istio.io/use-waypoint=waypoint", wantGWs: "waypoint:true"},
 		{name: "a named waypoint replaces the namespace's one",
 			kube:    append(waypointObjects("istio.io/dataplane-mode=ambient", "istio.io/use-waypoint=old"), waypointDeployment("wp2")),
 			args:    []string{"enable-injection", "shop", "--ambient", "--waypoint=wp2"},
@@ -360,14 +372,14 @@ func TestEnableInjectionWaypoint(t *testing.T) {
 			wantErrOut: "note: namespace/shop: replacing istio.io/use-waypoint=old: the namespace's Services now use waypoint wp2\n" +
 				"no workloads in shop need a restart\n" +
 				"waiting up to 1m0s for the waypoint's deployment shop/wp2\n" +
-				"waypoint shop/wp2 ready: deployment shop/wp2 has 1 available\n",
-			wantLabels: "istio.io/dataplane-mode=ambient,istio.io/use-waypoint=wp2", wantGWs: "wp2:true"},
+				"waypoint shop/wp2 ready: deployment shop/wp2 has 1 available, and istiod has programmed the Gateway\n",
+			wantLabels: "istio.io/dataplane-mode=ambient,istio.io/use-waypoint=wp2", wantGWs: "wp2:true", istiod: true},
 		{name: "a user's waypoint is used as it is",
 			kube:       append(waypointObjects("istio.io/dataplane-mode=ambient", "istio.io/use-waypoint=waypoint"), waypointDeployment("waypoint")),
 			dyn:        []*unstructured.Unstructured{gatewayObject("waypoint", "istio-waypoint", nil)},
 			args:       []string{"enable-injection", "shop", "--ambient", "--waypoint"},
 			wantOut:    "gateway.gateway.networking.k8s.io/waypoint unchanged\nnamespace/shop already enabled\n",
-			wantErrOut: ready, wantLabels: "istio.io/dataplane-mode=ambient,istio.io/use-waypoint=waypoint", wantGWs: "waypoint:false"},
+			wantErrOut: ready, wantLabels: "istio.io/dataplane-mode=ambient,istio.io/use-waypoint=waypoint", wantGWs: "waypoint:false", istiod: true},
 		{name: "no deployment: says what is missing, with the gateway's conditions",
 			kube: waypointObjects(),
 			dyn: []*unstructured.Unstructured{gatewayObject("waypoint", "istio-waypoint", nil,
@@ -440,6 +452,16 @@ func TestEnableInjectionWaypoint(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f, dyn := trafficFake(tt.kube, tt.noAPIs)
+			if tt.istiod {
+				dyn.PrependReactor("create", "gateways", func(a k8stesting.Action) (bool, runtime.Object, error) {
+					gw := a.(k8stesting.CreateAction).GetObject().(*unstructured.Unstructured)
+					if _, ok := gw.Object["status"]; !ok {
+						programmed := map[string]interface{}{"type": "Programmed", "status": "True", "reason": "Programmed"}
+						_ = unstructured.SetNestedSlice(gw.Object, []interface{}{programmed}, "status", "conditions")
+					}
+					return false, nil, nil
+				})
+			}
 			// The fake's constructor does not file unstructured objects
 			// under their resource; created through the client, they are.
 			for _, g := range tt.dyn {

@@ -78,7 +78,8 @@ func (o *InjectionLabelOptions) undoWaypoint(ctx context.Context, p plannedLabel
 	return err
 }
 
-// waitWaypoints waits for the Deployment istiod creates for each waypoint.
+// waitWaypoints waits for the Deployment istiod creates for each waypoint
+// and for istiod to program its Gateway.
 func (o *InjectionLabelOptions) waitWaypoints(ctx context.Context, plans []plannedLabels) error {
 	var errs []error
 	for _, p := range plans {
@@ -92,7 +93,7 @@ func (o *InjectionLabelOptions) waitWaypoints(ctx context.Context, plans []plann
 			errs = append(errs, err)
 			continue
 		}
-		fmt.Fprintf(o.ErrOut, "waypoint %s/%s ready: deployment %s/%s has %d available\n", ns, name, ns, d.Name, d.Status.AvailableReplicas)
+		fmt.Fprintf(o.ErrOut, "waypoint %s/%s ready: deployment %s/%s has %d available, and istiod has programmed the Gateway\n", ns, name, ns, d.Name, d.Status.AvailableReplicas)
 	}
 	return errors.Join(errs...)
 }

@@ -241,8 +241,12 @@ shop/deployment/web   1      0/1       1/1 pods have no sidecar
 // whose pod runs on node1 only: web on node1 is captured, web2 on node2
 // has no ztunnel, legacy has a sidecar, opt is labelled
 // istio.io/dataplane-mode=none; Service api names its own waypoint, which
-// exists.
-func ambientFake(withWaypoint bool) *fake.Options {
+// exists and is programmed but has no proxy pod yet. The waypoint, when
+// there, has a ready proxy pod as istiod's waypoint template makes it,
+// and is programmed unless pending (the Gateway CRD's default status).
+func ambientFake(withWaypoint bool) *fake.Options { return ambientFakeWith(withWaypoint, false) }
+
+func ambientFakeWith(withWaypoint, pending bool) *fake.Options {
 	onNode := func(objs []runtime.Object, node string) []runtime.Object {
 		objs[1].(*corev1.Pod).Spec.NodeName = node
 		return objs
@@ -261,6 +265,17 @@ func ambientFake(withWaypoint bool) *fake.Options {
 	kube = append(kube, onNode(testWorkload("amb", "web", false), "node1")...)
 	kube = append(kube, onNode(testWorkload("amb", "web2", false), "node2")...)
 	kube = append(kube, onNode(testWorkload("amb", "legacy", true), "node1")...)
+	if withWaypoint {
+		wp := testWorkload("amb", "waypoint", true)
+		proxy := map[string]string{"gateway.networking.k8s.io/gateway-name": "waypoint", "gateway.networking.k8s.io/gateway-class-name": "istio-waypoint",
+			"istio.io/dataplane-mode": "none", "pod-template-hash": "5d9c7"}
+		wp[0].(*appsv1.Deployment).Spec.Template.Labels = proxy
+		pod := wp[1].(*corev1.Pod)
+		pod.Labels, pod.Spec.NodeName = proxy, "node2"
+		pod.Spec.Containers = pod.Spec.Containers[1:]
+		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+		kube = append(kube, wp...)
+	}
 	f := fake.New(kube, nil)
 	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{traffic.Gateways: "GatewayList"})
 	gws := []string{"api-waypoint"}
@@ -268,8 +283,14 @@ func ambientFake(withWaypoint bool) *fake.Options {
 		gws = append(gws, "waypoint")
 	}
 	for _, name := range gws {
+		programmed := map[string]any{"type": "Programmed", "status": "True", "reason": "Programmed", "observedGeneration": int64(1),
+			"message": "Resource programmed, assigned to service(s) " + name + ".amb.svc.cluster.local:15008"}
+		if pending && name == "waypoint" {
+			programmed = map[string]any{"type": "Programmed", "status": "Unknown", "reason": "Pending", "message": "Waiting for controller"}
+		}
 		gw := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-			"metadata": map[string]any{"namespace": "amb", "name": name}, "spec": map[string]any{"gatewayClassName": "istio-waypoint"}}}
+			"metadata": map[string]any{"namespace": "amb", "name": name, "generation": int64(1)}, "spec": map[string]any{"gatewayClassName": "istio-waypoint"},
+			"status": map[string]any{"conditions": []any{programmed}}}}
 		if err := dyn.Tracker().Create(traffic.Gateways, gw, "amb"); err != nil {
 			panic(err)
 		}
@@ -287,6 +308,7 @@ func TestStatusAmbient(t *testing.T) {
 		name                string
 		args                []string
 		withWaypoint, admin bool
+		pending             bool
 		wantOut, wantErrOut string
 	}{
 		{name: "waypoint missing", args: []string{"status", "-n", "amb"}, wantOut: `REVISION   TAGS   VERSION   INJECTOR                 ISTIOD
@@ -296,7 +318,7 @@ NAMESPACE   INJECTION   WORKLOADS WITH SIDECAR   PODS NEEDING RESTART   SIDECAR 
 amb         ambient     1/4                      1                      1.31.0             PERMISSIVE
 
 AMBIENT   ENROLLED    PODS IN AMBIENT   OPTED OUT   SIDECAR   WAYPOINT             SERVICE WAYPOINTS   PROBLEMS
-amb       namespace   2/4               1           1         waypoint (missing)   1                   no ztunnel on node node2 (1 pod not captured); waypoint amb/waypoint missing; 1 pod with a sidecar (the sidecar takes precedence over ambient)
+amb       namespace   2/4               1           1         waypoint (missing)   1                   no ztunnel on node node2 (1 pod not captured); waypoint amb/waypoint missing; service api: waypoint amb/api-waypoint no ready pod; 1 pod with a sidecar (the sidecar takes precedence over ambient)
 `},
 		{name: "waypoint exists, wide", args: []string{"status", "-n", "amb", "-o", "wide"}, withWaypoint: true, wantOut: `REVISION   TAGS   VERSION   INJECTOR                 ISTIOD
 default    -      -         istio-sidecar-injector   -
@@ -305,13 +327,23 @@ NAMESPACE   INJECTION   WORKLOADS WITH SIDECAR   PODS NEEDING RESTART   SIDECAR 
 amb         ambient     1/4                      1                      1.31.0             PERMISSIVE (default)   deployment/legacy   -           0
 
 AMBIENT   ENROLLED    PODS IN AMBIENT   OPTED OUT   SIDECAR   WAYPOINT   SERVICE WAYPOINTS   PROBLEMS
-amb       namespace   2/4               1           1         waypoint   1                   no ztunnel on node node2 (1 pod not captured); 1 pod with a sidecar (the sidecar takes precedence over ambient)
+amb       namespace   2/4               1           1         waypoint   1                   no ztunnel on node node2 (1 pod not captured); service api: waypoint amb/api-waypoint no ready pod; 1 pod with a sidecar (the sidecar takes precedence over ambient)
 
-POD                   NODE    DATAPLANE                   ZTUNNEL                      PROBLEM
-amb/legacy-5d9c7-x1   node1   sidecar, not ztunnel        -                            the sidecar takes precedence: Istio does not redirect a pod with a sidecar to ztunnel
-amb/opt               node1   opted out (pod label)       -                            -
-amb/web-5d9c7-x1      node1   ambient (namespace label)   istio-system/ztunnel-7xk2p   -
-amb/web2-5d9c7-x1     node2   ambient (namespace label)   -                            no ready ztunnel on node node2
+POD                     NODE    DATAPLANE                   ZTUNNEL                      PROBLEM
+amb/legacy-5d9c7-x1     node1   sidecar, not ztunnel        -                            the sidecar takes precedence: Istio does not redirect a pod with a sidecar to ztunnel
+amb/opt                 node1   opted out (pod label)       -                            -
+amb/waypoint-5d9c7-x1   node2   waypoint proxy              -                            -
+amb/web-5d9c7-x1        node1   ambient (namespace label)   istio-system/ztunnel-7xk2p   -
+amb/web2-5d9c7-x1       node2   ambient (namespace label)   -                            no ready ztunnel on node node2
+`},
+		{name: "waypoint not programmed", args: []string{"status", "-n", "amb"}, withWaypoint: true, pending: true, wantOut: `REVISION   TAGS   VERSION   INJECTOR                 ISTIOD
+default    -      -         istio-sidecar-injector   -
+
+NAMESPACE   INJECTION   WORKLOADS WITH SIDECAR   PODS NEEDING RESTART   SIDECAR VERSIONS   MTLS
+amb         ambient     1/4                      1                      1.31.0             PERMISSIVE
+
+AMBIENT   ENROLLED    PODS IN AMBIENT   OPTED OUT   SIDECAR   WAYPOINT                    SERVICE WAYPOINTS   PROBLEMS
+amb       namespace   2/4               1           1         waypoint (not programmed)   1                   no ztunnel on node node2 (1 pod not captured); waypoint amb/waypoint not programmed: Programmed=Unknown (Pending: Waiting for controller), so no controller has taken it; service api: waypoint amb/api-waypoint no ready pod; 1 pod with a sidecar (the sidecar takes precedence over ambient)
 `},
 		{name: "namespace admin", args: []string{"status", "-n", "amb"}, withWaypoint: true, admin: true, wantOut: `Control plane: not readable with your permissions (see the notes)
 
@@ -331,7 +363,7 @@ note: could not check the ztunnel pods (whether a ready ztunnel runs on each amb
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := ambientFake(tt.withWaypoint)
+			f := ambientFakeWith(tt.withWaypoint, tt.pending)
 			if tt.admin {
 				namespaceAdmin(f, false)
 				f.Dynamic.PrependReactor("list", "gateways", func(a k8stesting.Action) (bool, runtime.Object, error) {
@@ -373,7 +405,7 @@ note: could not check the ztunnel pods (whether a ready ztunnel runs on each amb
 		}
 		got.WriteString("\n")
 	}
-	const wantJSON = `[{"name":"amb","enrolled":true,"waypoint":{"namespace":"amb","name":"waypoint","state":"missing"},"serviceWaypoints":[{"service":"api","waypoint":{"namespace":"amb","name":"api-waypoint","state":"ok"}}],"pods":4,"podsAmbient":2,"podsOptedOut":1,"podsSidecar":1,"podsNoZtunnel":1,"podsHostNetwork":0,"problems":["no ztunnel on node node2 (1 pod not captured)","waypoint amb/waypoint missing","1 pod with a sidecar (the sidecar takes precedence over ambient)"]}]
+	const wantJSON = `[{"name":"amb","enrolled":true,"waypoint":{"namespace":"amb","name":"waypoint","state":"missing"},"serviceWaypoints":[{"service":"api","waypoint":{"namespace":"amb","name":"api-waypoint","state":"no ready pod","readyPods":0}}],"pods":4,"podsAmbient":2,"podsOptedOut":1,"podsSidecar":1,"podsNoZtunnel":1,"podsHostNetwork":0,"problems":["no ztunnel on node node2 (1 pod not captured)","waypoint amb/waypoint missing","service api: waypoint amb/api-waypoint no ready pod","1 pod with a sidecar (the sidecar takes precedence over ambient)"]}]
 [{"namespace":"amb","name":"legacy-5d9c7-x1","node":"node1","dataplane":"sidecar","enrolledBy":"namespace","problem":"the sidecar takes precedence: Istio does not redirect a pod with a sidecar to ztunnel"},{"namespace":"amb","name":"opt","node":"node1","dataplane":"opted-out","enrolledBy":"namespace"},{"namespace":"amb","name":"web-5d9c7-x1","node":"node1","dataplane":"ambient","enrolledBy":"namespace","ztunnel":"istio-system/ztunnel-7xk2p"},{"namespace":"amb","name":"web2-5d9c7-x1","node":"node2","dataplane":"ambient","enrolledBy":"namespace","problem":"no ready ztunnel on node node2"}]
 `
 	if got.String() != wantJSON {

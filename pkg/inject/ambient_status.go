@@ -31,8 +31,9 @@ type AmbientNamespace struct {
 	Waypoint *Waypoint `json:"waypoint,omitempty"`
 	// ServiceWaypoints are the Services that name their own waypoint.
 	ServiceWaypoints []ServiceWaypoint `json:"serviceWaypoints,omitempty"`
-	// Pods counts the live pods of the namespace's workloads; the others
-	// count those pods by how ambient mode treats them.
+	// Pods counts the live pods of the namespace's workloads, waypoint
+	// proxies apart; the others count those pods by how ambient mode
+	// treats them.
 	Pods          int `json:"pods"`
 	PodsAmbient   int `json:"podsAmbient"`
 	PodsOptedOut  int `json:"podsOptedOut"`
@@ -47,11 +48,26 @@ type AmbientNamespace struct {
 type Waypoint struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
-	// State is "ok", "missing", "not a waypoint (class X)" or "unchecked".
-	State string `json:"state"`
+	// State is "ok" (programmed by istiod, with a ready proxy pod when its
+	// namespace is in scope), "missing", "not a waypoint (class X)", "not
+	// programmed", "no ready pod" or "unchecked"; Detail says why when
+	// it is not programmed.
+	State  string `json:"state"`
+	Detail string `json:"detail,omitempty"`
+	// ReadyPods counts the waypoint's ready proxy pods; nil when its
+	// namespace is out of scope, so its pods were not listed.
+	ReadyPods *int `json:"readyPods,omitempty"`
 }
 
 func (w *Waypoint) String() string { return w.Namespace + "/" + w.Name }
+
+// problem is the state as a problem line says it, with its detail.
+func (w *Waypoint) problem() string {
+	if w.Detail != "" {
+		return w.State + ": " + w.Detail
+	}
+	return w.State
+}
 
 // ServiceWaypoint is a Service labelled with its own waypoint.
 type ServiceWaypoint struct {
@@ -107,6 +123,11 @@ func ambientRelevant(ns *corev1.Namespace, pods []*corev1.Pod) bool {
 // one call for -A or one per namespace.
 func buildAmbient(ctx context.Context, kube kubernetes.Interface, gateways dynamic.Interface, scope Scope, snap *Snapshot, rep *Report) error {
 	podsByNS := map[string][]*corev1.Pod{}
+	for _, ns := range snap.Namespaces {
+		// A key for every namespace in scope, pods or not: checkWaypoints
+		// counts a waypoint's ready pods only where they were listed.
+		podsByNS[ns.Name] = nil
+	}
 	for _, w := range snap.Workloads {
 		podsByNS[w.Namespace] = append(podsByNS[w.Namespace], w.Pods...)
 	}
@@ -181,7 +202,7 @@ func buildAmbient(ctx context.Context, kube kubernetes.Interface, gateways dynam
 			}
 			sort.Strings(gwNS)
 		}
-		if err := checkWaypoints(ctx, gateways, gwNS, named, rep); err != nil {
+		if err := checkWaypoints(ctx, gateways, gwNS, named, podsByNS, rep); err != nil {
 			return err
 		}
 	}
@@ -206,6 +227,10 @@ func buildAmbient(ctx context.Context, kube kubernetes.Interface, gateways dynam
 		for _, p := range pods {
 			a := mesh.AmbientOf(p, ns.Labels)
 			ap := AmbientPod{Namespace: p.Namespace, Name: p.Name, Node: p.Spec.NodeName, Dataplane: string(a.Mode), EnrolledBy: a.By}
+			if a.Mode == mesh.AmbientWaypoint {
+				rep.AmbientPods = append(rep.AmbientPods, ap)
+				continue
+			}
 			st.Pods++
 			switch a.Mode {
 			case mesh.AmbientCaptured:
@@ -241,9 +266,10 @@ func buildAmbient(ctx context.Context, kube kubernetes.Interface, gateways dynam
 type waypointRef struct{ ns, name string }
 
 // checkWaypoints lists Gateways in namespaces and sets each named
-// waypoint's State. A refused list leaves them unchecked, with a note;
-// no Gateway API makes them missing.
-func checkWaypoints(ctx context.Context, gateways dynamic.Interface, namespaces []string, all map[waypointRef]*Waypoint, rep *Report) error {
+// waypoint's State: programmed by istiod, and with a ready proxy pod when
+// podsByNS holds its namespace. A refused list leaves them unchecked, with
+// a note; no Gateway API makes them missing.
+func checkWaypoints(ctx context.Context, gateways dynamic.Interface, namespaces []string, all map[waypointRef]*Waypoint, podsByNS map[string][]*corev1.Pod, rep *Report) error {
 	if gateways == nil {
 		rep.Unchecked = append(rep.Unchecked, uncheckedGateways)
 		return nil
@@ -274,9 +300,26 @@ func checkWaypoints(ctx context.Context, gateways dynamic.Interface, namespaces 
 				continue
 			}
 			class, _, _ := unstructured.NestedString(gw.Object, "spec", "gatewayClassName")
-			w.State = "ok"
 			if class != mesh.WaypointClass {
 				w.State = fmt.Sprintf("not a waypoint (class %s)", class)
+				continue
+			}
+			if pods, ok := podsByNS[w.Namespace]; ok {
+				ready := 0
+				for _, p := range pods {
+					if p.Labels[mesh.LabelGatewayName] == w.Name && mesh.IsWaypointPod(p) && mesh.PodReady(p) {
+						ready++
+					}
+				}
+				w.ReadyPods = &ready
+			}
+			switch ok, why := mesh.WaypointProgrammed(&gw); {
+			case !ok:
+				w.State, w.Detail = "not programmed", why
+			case w.ReadyPods != nil && *w.ReadyPods == 0:
+				w.State = "no ready pod"
+			default:
+				w.State = "ok"
 			}
 		}
 	}
@@ -311,11 +354,11 @@ func ambientProblems(st AmbientNamespace, noZtunnel map[string]int) []string {
 		out = append(out, fmt.Sprintf("no ztunnel on node %s (%s not captured)", n, plural(noZtunnel[n], "pod")))
 	}
 	if w := st.Waypoint; w != nil && w.State != "ok" && w.State != "unchecked" {
-		out = append(out, fmt.Sprintf("waypoint %s %s", w, w.State))
+		out = append(out, fmt.Sprintf("waypoint %s %s", w, w.problem()))
 	}
 	for _, s := range st.ServiceWaypoints {
 		if w := s.Waypoint; w.State != "ok" && w.State != "unchecked" {
-			out = append(out, fmt.Sprintf("service %s: waypoint %s %s", s.Service, w.String(), w.State))
+			out = append(out, fmt.Sprintf("service %s: waypoint %s %s", s.Service, w.String(), w.problem()))
 		}
 	}
 	if st.PodsHostNet > 0 {
@@ -390,6 +433,8 @@ func dataplaneText(p AmbientPod) string {
 		return "sidecar, not ztunnel"
 	case mesh.AmbientHostNetwork:
 		return "host network"
+	case mesh.AmbientWaypoint:
+		return "waypoint proxy"
 	}
 	return "none"
 }

@@ -42,6 +42,11 @@ func ambientCluster() []runtime.Object {
 	svc := func(ns, name string, labels map[string]string) *corev1.Service {
 		return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels}}
 	}
+	// api-wp's proxy, as istiod's waypoint template labels it.
+	waypointPod := bare("amb", "api-wp-6c8f9", "node2", map[string]string{"gateway.networking.k8s.io/gateway-name": "api-wp",
+		"gateway.networking.k8s.io/gateway-class-name": "istio-waypoint", LabelDataplaneMode: "none"}, nil, false)
+	waypointPod.Spec.Containers = []corev1.Container{{Name: "istio-proxy", Image: "docker.io/istio/proxyv2:1.31.0"}}
+	waypointPod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
 	d := deployment("amb", "app", 2, nil, nil)
 	side := deployment("amb", "side", 1, nil, nil)
 	return []runtime.Object{
@@ -51,6 +56,7 @@ func ambientCluster() []runtime.Object {
 		side, onNode(pod(side, 0, "default", "1.31.0"), "node1"),
 		bare("amb", "opt", "node1", map[string]string{LabelDataplaneMode: "none"}, nil, false),
 		bare("amb", "hostnet", "node1", nil, nil, true),
+		waypointPod,
 		bare("plain", "solo", "node2", map[string]string{LabelDataplaneMode: "ambient"}, nil, false),
 		bare("off", "quiet", "node1", nil, nil, false),
 		zt("ztunnel-a", "node1", corev1.ConditionTrue), zt("ztunnel-b", "node2", corev1.ConditionFalse),
@@ -68,6 +74,18 @@ func gateway(ns, name, class string) *unstructured.Unstructured {
 	u.SetNamespace(ns)
 	u.SetName(name)
 	_ = unstructured.SetNestedField(u.Object, class, "spec", "gatewayClassName")
+	u.SetGeneration(1)
+	programmed := map[string]any{"type": "Programmed", "status": "True", "reason": "Programmed", "observedGeneration": int64(1)}
+	_ = unstructured.SetNestedSlice(u.Object, []any{programmed}, "status", "conditions")
+	return u
+}
+
+// pendingGateway is a Gateway no controller has taken: the CRD's default
+// status.
+func pendingGateway(ns, name, class string) *unstructured.Unstructured {
+	u := gateway(ns, name, class)
+	pending := map[string]any{"type": "Programmed", "status": "Unknown", "reason": "Pending", "message": "Waiting for controller"}
+	_ = unstructured.SetNestedSlice(u.Object, []any{pending}, "status", "conditions")
 	return u
 }
 
@@ -92,6 +110,7 @@ amb       namespace    2/5               1           1         waypoint (missing
 plain     pod labels   1/1               0           0         -                    0                   no ztunnel on node node2 (1 pod not captured)
 
 POD                NODE    DATAPLANE                   ZTUNNEL                  PROBLEM
+amb/api-wp-6c8f9   node2   waypoint proxy              -                        -
 amb/app-abc12-a    node1   ambient (namespace label)   istio-system/ztunnel-a   -
 amb/app-abc12-b    node2   ambient (namespace label)   -                        no ready ztunnel on node node2
 amb/hostnet        node1   host network                -                        uses the host network, which ztunnel cannot capture
@@ -115,7 +134,12 @@ plain/solo         node2   ambient (pod label)         -                        
 			gateways: func() *dynamicfake.FakeDynamicClient {
 				return gatewayClient(append([]*unstructured.Unstructured{gateway("amb", "waypoint", "istio-waypoint")}, gws...)...)
 			},
-			wantWP: "amb/waypoint ok; api amb/api-wp ok; web amb/gw not a waypoint (class istio)"},
+			wantWP: "amb/waypoint no ready pod; api amb/api-wp ok; web amb/gw not a waypoint (class istio)"},
+		{name: "the waypoint is not programmed", scope: Scope{Namespaces: []string{"amb"}},
+			gateways: func() *dynamicfake.FakeDynamicClient {
+				return gatewayClient(append([]*unstructured.Unstructured{pendingGateway("amb", "waypoint", "istio-waypoint")}, gws...)...)
+			},
+			wantWP: "amb/waypoint not programmed; api amb/api-wp ok; web amb/gw not a waypoint (class istio)"},
 		{name: "gateways forbidden", scope: Scope{Namespaces: []string{"amb"}}, refuse: "gateways",
 			gateways:  func() *dynamicfake.FakeDynamicClient { return gatewayClient(gws...) },
 			wantWP:    "amb/waypoint unchecked; api amb/api-wp unchecked; web amb/gw unchecked",
@@ -172,8 +196,8 @@ plain/solo         node2   ambient (pod label)         -                        
 				t.Errorf("WriteAmbient =\n%s\nwant\n%s", out.String(), wantTable)
 			}
 			// "off" has nothing ambient, so it has no row; ztunnel pods are not workloads of a namespace in scope.
-			if len(rep.Ambient) != 2 || len(rep.AmbientPods) != 6 {
-				t.Errorf("%d ambient namespaces and %d pods, want 2 and 6", len(rep.Ambient), len(rep.AmbientPods))
+			if len(rep.Ambient) != 2 || len(rep.AmbientPods) != 7 {
+				t.Errorf("%d ambient namespaces and %d pods, want 2 and 7", len(rep.Ambient), len(rep.AmbientPods))
 			}
 		})
 	}

@@ -136,6 +136,10 @@ func BuildStatusWithGateways(ctx context.Context, kube kubernetes.Interface, ist
 		if !ok {
 			continue
 		}
+		if w.IsWaypoint() {
+			// Shown with the ambient namespaces that use it.
+			continue
+		}
 		st := &rep.Namespaces[i]
 		a := rules.Assess(w, snap.Namespaces[i].Labels)
 		if a.Pods == 0 {

@@ -29,13 +29,13 @@ import (
 // `istioctl waypoint apply` writes them; istiod's gateway controller then
 // deploys a Deployment and a Service of the Gateway's name.
 const (
-	LabelUseWaypoint    = "istio.io/use-waypoint"
+	LabelUseWaypoint    = mesh.LabelUseWaypoint
 	LabelWaypointFor    = "istio.io/waypoint-for"
-	WaypointClass       = "istio-waypoint"
+	WaypointClass       = mesh.WaypointClass
 	DefaultWaypointName = "waypoint"
 	// LabelGatewayName is the label istiod puts on the pods it deploys
 	// for a Gateway.
-	LabelGatewayName = "gateway.networking.k8s.io/gateway-name"
+	LabelGatewayName = mesh.LabelGatewayName
 	// AnnotationCreatedBy marks a waypoint Gateway that enable-injection
 	// created, so disable-injection deletes only those.
 	AnnotationCreatedBy = "inject.kubectl-mesh.io/created-by"
@@ -201,16 +201,23 @@ type WaypointNotReadyError struct {
 	Timeout         time.Duration
 	// Deployment is nil when istiod never created it.
 	Deployment *appsv1.Deployment
+	// Unprogrammed is set when the Deployment became available but istiod
+	// did not program the Gateway: why not, as mesh.WaypointProgrammed says.
+	Unprogrammed string
 	// Conditions are the Gateway's status conditions, as text.
 	Conditions string
 }
 
 func (e *WaypointNotReadyError) Error() string {
 	var what string
-	if e.Deployment == nil {
+	switch {
+	case e.Unprogrammed != "":
+		what = fmt.Sprintf("deployment %s/%s is available, but istiod has not programmed the Gateway after %s (%s), so ztunnel does not send it traffic",
+			e.Namespace, e.Deployment.Name, e.Timeout, e.Unprogrammed)
+	case e.Deployment == nil:
 		what = fmt.Sprintf("no Deployment %s in %s after %s: is istiod's gateway controller running? check the Gateway's status conditions: kubectl get gateway %[1]s -n %[2]s -o yaml",
 			e.Name, e.Namespace, e.Timeout)
-	} else {
+	default:
 		d := e.Deployment
 		want := int32(1)
 		if d.Spec.Replicas != nil {
@@ -297,7 +304,28 @@ func WaitWaypoint(ctx context.Context, kube kubernetes.Interface, dyn dynamic.In
 		return available(d), nil
 	})
 	if err == nil {
-		return last, nil
+		// Available is not enough: ztunnels route to a waypoint once istiod
+		// has programmed its Gateway (given it an address), for its spec.
+		var why string
+		var gw *unstructured.Unstructured
+		perr := wait.PollUntilContextCancel(wctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+			var gerr error
+			if gw, gerr = dyn.Resource(traffic.Gateways).Namespace(ns).Get(ctx, name, metav1.GetOptions{}); gerr != nil {
+				return false, gatewayErr("get", ns, name, gerr)
+			}
+			var ok bool
+			ok, why = mesh.WaypointProgrammed(gw)
+			return ok, nil
+		})
+		switch {
+		case perr == nil:
+			return last, nil
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case !wait.Interrupted(perr):
+			return nil, perr
+		}
+		return nil, &WaypointNotReadyError{Namespace: ns, Name: name, Timeout: timeout, Deployment: last, Unprogrammed: why, Conditions: GatewayConditions(gw)}
 	}
 	if apierrors.IsForbidden(err) {
 		return nil, mesh.Forbidden("watch", "deployments", " in namespace "+ns, err)

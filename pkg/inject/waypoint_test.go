@@ -3,9 +3,13 @@ package inject
 import (
 	"reflect"
 	"testing"
+	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	kubefake "k8s.io/client-go/kubernetes/fake"
 	"sigs.k8s.io/yaml"
 )
 
@@ -129,5 +133,43 @@ func TestPlanWaypointLabels(t *testing.T) {
 	got := r.PlanDisable("shop", map[string]string{LabelDataplaneMode: "ambient", LabelUseWaypoint: "waypoint"})
 	if want := []string{LabelDataplaneMode, LabelUseWaypoint}; !reflect.DeepEqual(got.Remove, want) {
 		t.Errorf("PlanDisable removes %v, want %v", got.Remove, want)
+	}
+}
+
+// TestWaitWaypoint: an available Deployment is not enough; the wait ends
+// when istiod has programmed the Gateway, and otherwise says so.
+func TestWaitWaypoint(t *testing.T) {
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "waypoint"},
+		Status: appsv1.DeploymentStatus{AvailableReplicas: 1, Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: "True"}}}}
+	gw := func(programmed string) *unstructured.Unstructured {
+		u := NewWaypoint("shop", "waypoint")
+		u.SetGeneration(1)
+		c := map[string]any{"type": "Programmed", "status": programmed, "reason": "Pending", "message": "Waiting for controller"}
+		if programmed == "True" {
+			c = map[string]any{"type": "Programmed", "status": "True", "reason": "Programmed", "observedGeneration": int64(1)}
+		}
+		_ = unstructured.SetNestedSlice(u.Object, []any{c}, "status", "conditions")
+		return u
+	}
+	// No Deployment at all: no gateway controller took the Gateway.
+	_, err := WaitWaypoint(t.Context(), kubefake.NewClientset(), gatewayClient(gw("Unknown")), "shop", "waypoint", 300*time.Millisecond)
+	if want := "waypoint shop/waypoint is not ready: no Deployment waypoint in shop after 300ms: is istiod's gateway controller running? check the Gateway's status conditions: kubectl get gateway waypoint -n shop -o yaml (gateway status: Programmed=Unknown (Pending: Waiting for controller), so no controller has accepted it); the Gateway and the namespace label are in place"; err == nil || err.Error() != want {
+		t.Errorf("no deployment: error = %v\nwant %s", err, want)
+	}
+	for _, tt := range []struct {
+		programmed string
+		wantErr    string
+	}{
+		{"True", ""},
+		{"Unknown", "waypoint shop/waypoint is not ready: deployment shop/waypoint is available, but istiod has not programmed the Gateway after 300ms (Programmed=Unknown (Pending: Waiting for controller), so no controller has taken it), so ztunnel does not send it traffic (gateway status: Programmed=Unknown (Pending: Waiting for controller), so no controller has accepted it); the Gateway and the namespace label are in place"},
+	} {
+		dyn := gatewayClient(gw(tt.programmed))
+		d, err := WaitWaypoint(t.Context(), kubefake.NewClientset(dep), dyn, "shop", "waypoint", 300*time.Millisecond)
+		switch {
+		case tt.wantErr == "" && (err != nil || d == nil || d.Name != "waypoint"):
+			t.Errorf("Programmed=%s: WaitWaypoint = %v, %v; want the deployment", tt.programmed, d, err)
+		case tt.wantErr != "" && (err == nil || err.Error() != tt.wantErr):
+			t.Errorf("Programmed=%s: error = %v\nwant %s", tt.programmed, err, tt.wantErr)
+		}
 	}
 }

@@ -297,6 +297,13 @@ func (w *Workload) IsGateway() bool {
 	return false
 }
 
+// IsWaypoint says whether the workload is a waypoint's proxy, which
+// istiod's gateway controller creates and owns: ambient mesh
+// infrastructure, not a workload with a sidecar.
+func (w *Workload) IsWaypoint() bool {
+	return w.Template.Labels[mesh.LabelGatewayClass] == mesh.WaypointClass
+}
+
 // Assess compares a workload's pods with what a new pod would get.
 func (r *Rules) Assess(w *Workload, nsLabels map[string]string) Assessment {
 	a := Assessment{Desired: r.Evaluate(w.Namespace, nsLabels, w.Template, w.Spec), Pods: len(w.Pods)}

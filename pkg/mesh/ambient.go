@@ -37,6 +37,9 @@ const (
 	// AmbientHostNetwork: enrolled by a label but on the host network,
 	// which ztunnel cannot capture.
 	AmbientHostNetwork AmbientMode = "host-network"
+	// AmbientWaypoint: the pod is a waypoint's proxy (IsWaypointPod),
+	// mesh infrastructure whatever the labels around it say.
+	AmbientWaypoint AmbientMode = "waypoint"
 )
 
 // Ambient is a pod's ambient enrolment.
@@ -52,13 +55,17 @@ func NamespaceAmbient(nsLabels map[string]string) bool {
 }
 
 // AmbientOf applies istio-cni's rules (PodRedirectionEnabled) to a pod in
-// a namespace with nsLabels: enrolled when the namespace or the pod is
+// a namespace with nsLabels, after setting waypoint proxies apart (their
+// template opts them out with istio.io/dataplane-mode=none): enrolled when the namespace or the pod is
 // labelled istio.io/dataplane-mode=ambient; then not captured when the pod
 // has a sidecar (Istio judges that by the sidecar.istio.io/status
 // annotation; an istio-proxy container counts too), when the pod's own
 // label says another mode (istio.io/dataplane-mode=none), or when it uses
 // the host network.
 func AmbientOf(pod *corev1.Pod, nsLabels map[string]string) Ambient {
+	if IsWaypointPod(pod) {
+		return Ambient{Mode: AmbientWaypoint}
+	}
 	podMode, podLabelled := pod.Labels[LabelDataplaneMode]
 	var a Ambient
 	switch {

@@ -34,6 +34,10 @@ func TestAmbientOf(t *testing.T) {
 		{"sidecar by container", amb, pod(nil, nil, false, ProxyContainer), Ambient{AmbientSidecar, "namespace"}},
 		{"sidecar wins over the pod's own ambient label", nil, pod(map[string]string{LabelDataplaneMode: "ambient"}, nil, false, ProxyContainer), Ambient{AmbientSidecar, "pod"}},
 		{"host network", amb, pod(nil, nil, true), Ambient{AmbientHostNetwork, "namespace"}},
+		// istiod's waypoint template: the proxy is the pod, opted out by label.
+		{"waypoint proxy", amb, pod(map[string]string{LabelGatewayClass: WaypointClass, LabelGatewayName: "waypoint", LabelDataplaneMode: "none"}, nil, false, ProxyContainer), Ambient{Mode: AmbientWaypoint}},
+		{"waypoint proxy in a plain namespace", nil, pod(map[string]string{LabelGatewayClass: WaypointClass}, nil, false, ProxyContainer), Ambient{Mode: AmbientWaypoint}},
+		{"ingress gateway of class istio is not a waypoint", amb, pod(map[string]string{LabelGatewayClass: "istio"}, nil, false, ProxyContainer), Ambient{AmbientSidecar, "namespace"}},
 	}
 	for _, tt := range tests {
 		if got := AmbientOf(tt.pod, tt.nsLabels); got != tt.want {

@@ -215,7 +215,9 @@ func waypointFor(ctx context.Context, c Clients, b *backend, nsObj *corev1.Names
 	if class != mesh.WaypointClass {
 		notes = append(notes, fmt.Sprintf("waypoint %s has gatewayClassName %q, not %s; Istio uses it only if it runs a waypoint", ref, class, mesh.WaypointClass))
 	}
-	if addrs, _, _ := unstructured.NestedSlice(gw.Object, "status", "addresses"); len(addrs) == 0 {
+	if ok, why := mesh.WaypointProgrammed(gw); !ok {
+		notes = append(notes, fmt.Sprintf("waypoint %s is not programmed yet (%s): ztunnel sends it traffic once istiod has programmed it and its Deployment has a ready pod (kubectl get gateway %s -n %s)", ref, why, name, wpNS))
+	} else if addrs, _, _ := unstructured.NestedSlice(gw.Object, "status", "addresses"); len(addrs) == 0 {
 		notes = append(notes, fmt.Sprintf("waypoint %s has no address yet (status.addresses is empty): Istio routes through it once its Deployment has a ready pod (kubectl get gateway %s -n %s)", ref, name, wpNS))
 	}
 	return "", "", notes, nil

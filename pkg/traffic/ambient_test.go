@@ -31,8 +31,11 @@ func waypoint(ns, name string, lbls map[string]string, from string, addressed bo
 	gw := newObject(Gateways, ns, name)
 	gw.SetLabels(lbls)
 	gw.Object["spec"] = map[string]interface{}{"gatewayClassName": mesh.WaypointClass, "listeners": []interface{}{l}}
+	gw.SetGeneration(1)
+	programmed := map[string]interface{}{"type": "Programmed", "status": "True", "reason": "Programmed", "observedGeneration": int64(1)}
+	gw.Object["status"] = map[string]interface{}{"conditions": []interface{}{programmed}}
 	if addressed {
-		gw.Object["status"] = map[string]interface{}{"addresses": []interface{}{map[string]interface{}{"type": "IPAddress", "value": "10.96.0.50"}}}
+		gw.Object["status"].(map[string]interface{})["addresses"] = []interface{}{map[string]interface{}{"type": "IPAddress", "value": "10.96.0.50"}}
 	}
 	return gw
 }
@@ -117,6 +120,17 @@ func TestSplitAmbient(t *testing.T) {
 			kube:    ambientBackend(ambWP, nil),
 			dyn:     []runtime.Object{waypoint("shop", "waypoint", nil, "", false)},
 			notes:   []string{"waypoint shop/waypoint has no address yet (status.addresses is empty): Istio routes through it once its Deployment has a ready pod (kubectl get gateway waypoint -n shop)"},
+			written: []string{"destinationrule.networking.istio.io/backend created", "virtualservice.networking.istio.io/backend created"},
+		},
+		{
+			name: "waypoint not programmed: istiod rejected it",
+			kube: ambientBackend(ambWP, nil),
+			dyn: []runtime.Object{func() runtime.Object {
+				gw := waypoint("shop", "waypoint", nil, "", false)
+				gw.SetGeneration(2) // edited since: the Programmed condition below is stale
+				return gw
+			}()},
+			notes:   []string{"waypoint shop/waypoint is not programmed yet (no Programmed condition for its current generation yet): ztunnel sends it traffic once istiod has programmed it and its Deployment has a ready pod (kubectl get gateway waypoint -n shop)"},
 			written: []string{"destinationrule.networking.istio.io/backend created", "virtualservice.networking.istio.io/backend created"},
 		},
 		{
