@@ -124,7 +124,7 @@ legacy sidecar ztunnel=false "the sidecar takes precedence: Istio does not redir
 	if got, want := fmt.Sprint(amb.Problems), fmt.Sprint([]string{"waypoint " + ns + "/waypoint missing", "service api: waypoint " + ns + "/api-waypoint missing", sidecarProblem}); got != want {
 		t.Fatalf("problems = %s, want %s", got, want)
 	}
-	if got := fmt.Sprint(amb.ServiceWaypoints); got != fmt.Sprintf("[{api {%s api-waypoint missing}}]", ns) {
+	if got := fmt.Sprint(amb.ServiceWaypoints); got != fmt.Sprintf("[{api {%s api-waypoint missing  <nil>}}]", ns) {
 		t.Fatalf("service waypoints = %s", got)
 	}
 	_, res := status()
@@ -143,13 +143,40 @@ legacy sidecar ztunnel=false "the sidecar takes precedence: Istio does not redir
 			t.Fatalf("creating gateway %s: %v", name, err)
 		}
 	}
-	rep, _ = status("-o", "json")
-	amb = rep.Ambient[0]
-	if got, want := fmt.Sprint(amb.Waypoint, " ", amb.Waypoint.State, " ", amb.ServiceWaypoints, " ", amb.Problems),
-		fmt.Sprintf("%[1]s/waypoint ok [{api {%[1]s api-waypoint ok}}] [%s]", ns, sidecarProblem); got != want {
+	// istiod deploys and programs them: until then status says which part
+	// is missing, then ok; their proxies are not workloads with a sidecar.
+	var got string
+	want = fmt.Sprintf("%[1]s/waypoint ok 1 [{api {%[1]s api-waypoint ok  <nil>}}] [%s]", ns, sidecarProblem)
+	seen := map[string]bool{}
+	trEventually(t, func() bool {
+		rep, _ = status("-o", "json")
+		amb = rep.Ambient[0]
+		seen[amb.Waypoint.State] = true
+		ready := -1
+		if amb.Waypoint.ReadyPods != nil {
+			ready = *amb.Waypoint.ReadyPods
+		}
+		for i := range amb.ServiceWaypoints {
+			amb.ServiceWaypoints[i].Waypoint.ReadyPods = nil // printed as pointers otherwise
+		}
+		got = fmt.Sprint(amb.Waypoint, " ", amb.Waypoint.State, " ", ready, " ", amb.ServiceWaypoints, " ", amb.Problems)
+		return got == want
+	})
+	if got != want {
 		t.Fatalf("with the waypoints: %s\nwant %s", got, want)
 	}
+	for st := range seen {
+		if st != "ok" && st != "not programmed" && st != "no ready pod" {
+			t.Errorf("waypoint state on the way: %q", st)
+		}
+	}
+	if ns := rep.Namespaces[0]; ns.Workloads != 3 || ns.WorkloadsWithSidecar != 1 {
+		t.Errorf("workloads %d, with sidecar %d: want 3 and 1 (the waypoints are not workloads with a sidecar)", ns.Workloads, ns.WorkloadsWithSidecar)
+	}
 	_, res = status("-o", "wide")
+	if n := len(regexp.MustCompile(`(?m)^`+ns+`/(api-)?waypoint-\S+\s+node\d\s+waypoint proxy\s`).FindAllString(res.Stdout, -1)); n != 2 {
+		t.Errorf("%d waypoint proxy rows, want 2\n%s", n, res.Stdout)
+	}
 	var ztunnelRow []string
 	for _, l := range strings.Split(res.Stdout, "\n") {
 		if strings.HasPrefix(l, ns+"/web-") {

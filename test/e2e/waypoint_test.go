@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/inject"
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/mesh"
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/traffic"
 	"github.com/kubectl-mesh/kubectl-mesh/test/labtest"
 )
@@ -162,30 +164,26 @@ func TestEnableInjectionWaypoint(t *testing.T) {
 	}
 	wantOut := "gateway.gateway.networking.k8s.io/waypoint created\nnamespace/" + ns + " labeled\n"
 	waiting := "no workloads in " + ns + " need a restart\nwaiting up to 5s for the waypoint's deployment " + ns + "/waypoint\n"
-	_, derr := env.Kube.AppsV1().Deployments(ns).Get(context.Background(), "waypoint", metav1.GetOptions{})
-	switch {
-	case res.ExitCode == 0:
-		// istiod deployed the waypoint.
-		d, err := env.Kube.AppsV1().Deployments(ns).Get(context.Background(), "waypoint", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		expect(t, "--waypoint", res, wantOut, waiting+fmt.Sprintf("waypoint %s/waypoint ready: deployment %[1]s/waypoint has %d available\n", ns, d.Status.AvailableReplicas), 0)
-		t.Logf("istiod deployed the waypoint: deployment %s/waypoint, labels %v", ns, d.Labels)
-	case apierrors.IsNotFound(derr):
-		// The lab's istiod does not deploy waypoints (its gateway deployment
-		// controller is off): the command says exactly that.
-		gw, err := env.Dynamic.Resource(traffic.Gateways).Namespace(ns).Get(context.Background(), "waypoint", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := fmt.Sprintf("waypoint %[1]s/waypoint is not ready: no Deployment waypoint in %[1]s after 5s: is istiod's gateway controller running? "+
-			"check the Gateway's status conditions: kubectl get gateway waypoint -n %[1]s -o yaml (gateway status: %s); the Gateway and the namespace label are in place",
-			ns, inject.GatewayConditions(gw))
-		expect(t, "--waypoint", res, wantOut, waiting+"error: "+want+"\n", 1)
-		t.Logf("the lab's istiod did not deploy the waypoint; reported: %s", want)
-	default:
-		t.Fatalf("--waypoint: exit %d with a Deployment present (%v):\n%s", res.ExitCode, derr, res.Stderr)
+	// The lab's istiod runs its gateway controller: it deploys the
+	// waypoint (Deployment, Service, ServiceAccount owned by the Gateway)
+	// and programs the Gateway.
+	d, err := env.Kube.AppsV1().Deployments(ns).Get(context.Background(), "waypoint", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the waypoint's deployment: %v\n%s", err, res.Stderr)
+	}
+	expect(t, "--waypoint", res, wantOut, waiting+fmt.Sprintf("waypoint %s/waypoint ready: deployment %[1]s/waypoint has %d available, and istiod has programmed the Gateway\n", ns, d.Status.AvailableReplicas), 0)
+	if own := d.OwnerReferences; len(own) != 1 || own[0].Kind != "Gateway" || own[0].Name != "waypoint" {
+		t.Errorf("deployment owners = %v, want the Gateway", own)
+	}
+	gw, err := env.Dynamic.Resource(traffic.Gateways).Namespace(ns).Get(context.Background(), "waypoint", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, why := mesh.WaypointProgrammed(gw); !ok {
+		t.Errorf("the command said ready, but the Gateway is not programmed: %s", why)
+	}
+	if res := env.Mesh(t, "status", "-n", ns); !regexp.MustCompile(`(?m)^` + ns + `\s+namespace\s+0/0\s+0\s+0\s+waypoint\s+0\s+-$`).MatchString(res.Stdout) {
+		t.Errorf("status after --waypoint:\n%s", res.Stdout)
 	}
 
 	// Again: nothing to do but wait.
@@ -230,6 +228,13 @@ spec:
 	}
 	if got := meshLabels(t, env, ns); got != "" {
 		t.Fatalf("labels after disable: %q", got)
+	}
+	// What istiod created for it goes with it (owner references).
+	if err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := env.Kube.AppsV1().Deployments(ns).Get(ctx, "waypoint", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	}); err != nil {
+		t.Errorf("the waypoint's deployment outlived its Gateway: %v", err)
 	}
 }
 

@@ -417,7 +417,10 @@ func bringUp(ctx context.Context, c Config) (*Lab, error) {
 		"POD_NAMESPACE=istio-system", "POD_NAME=istiod-lab", "REVISION=default", "CLUSTER_ID=Kubernetes",
 		"PILOT_CERT_PROVIDER=istiod", "INJECTION_WEBHOOK_CONFIG_NAME=istio-sidecar-injector",
 		"VALIDATION_WEBHOOK_CONFIG_NAME=", "ENABLE_LEADER_ELECTION=false", "ISTIOD_CUSTOM_HOST=127.0.0.1",
-		"PILOT_ENABLE_GATEWAY_API_DEPLOYMENT_CONTROLLER=false",
+		// Ambient on, and with it the gateway controller (on by default):
+		// istiod deploys and programs waypoints and Gateway API gateways
+		// (Deployment, Service, ServiceAccount), which KWOK runs.
+		"PILOT_ENABLE_AMBIENT=true",
 	}}).start(c.StateDir); err != nil {
 		return nil, err
 	}
