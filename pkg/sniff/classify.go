@@ -44,7 +44,7 @@ func (a *Analyzer) decide(f *flow, dir int, full bool) {
 		}
 	}
 	if kind == kindPending && full {
-		if !h.walker.Broken && h.walker.Records >= minRecords {
+		if !h.walker.Broken && h.walker.Records >= minRecords || h.walker.whole(len(h.buf)) {
 			kind = kindTLS
 		} else if hs := scanHTTP(h.buf); hs.Result == tlsYes {
 			kind, h.http = kindHTTP, hs

@@ -316,6 +316,28 @@ func TestRealMeshFailures(t *testing.T) {
 			t.Errorf("why %q does not name the UDP flow", rep.Why)
 		}
 	})
+	t.Run("an idle pooled HBONE connection is one record each way", func(t *testing.T) {
+		// As the lab's frontend kept its connections to the backends once a
+		// waypoint took its calls: an HTTP/2 PING and its ack, each a TLS
+		// 1.3 record of 34 bytes (9 of frame, 8 of data, 1 of type, 16 of
+		// tag). tshark reads them as TLS.
+		ping := func(fill byte) []byte { return append([]byte{0x17, 0x03, 0x03, 0x00, 0x22}, bytes.Repeat([]byte{fill}, 0x22)...) }
+		idle := newConv(LinkTypeEthernet, "10.1.0.5:40988", "10.1.0.7:15008").send(true, ping(0x5a), 1000).send(false, ping(0x04), 1000).frames
+		rep := policyReport(t, Config{}, idle)
+		if rep.Verdict != VerdictEncryptedIstio || len(rep.Flows) != 1 || rep.Flows[0].Rule != "hbone-pooled" {
+			t.Errorf("verdict %s; want ENCRYPTED (Istio) by hbone-pooled\n%s", rep.Verdict, summary(t, rep))
+		}
+		// A record cut short by the end of the capture proves nothing.
+		short := newConv(LinkTypeEthernet, "10.1.0.5:40988", "10.1.0.7:15008").send(true, ping(0x5a)[:20], 1000).frames
+		if rep := policyReport(t, Config{}, short); rep.Verdict != VerdictUnknown {
+			t.Errorf("a partial record: verdict %s; want UNKNOWN\n%s", rep.Verdict, summary(t, rep))
+		}
+		// Nor do a few bytes that happen to start like a record header.
+		chance := newConv(LinkTypeEthernet, "10.1.0.5:40988", "10.1.0.7:9000").send(true, []byte{0x17, 0x03, 0x03, 0x00, 0x01, 0x41}, 1000).frames
+		if rep := policyReport(t, Config{}, chance); rep.Verdict != VerdictUnknown {
+			t.Errorf("six chance bytes: verdict %s; want UNKNOWN\n%s", rep.Verdict, summary(t, rep))
+		}
+	})
 	t.Run("kubelet probes and scrapes leave an injected pod encrypted", func(t *testing.T) {
 		rep := policyReport(t, Config{}, istio(40000), probe("10.243.0.2:50000", "10.1.0.7:15021", "/healthz/ready"),
 			probe("10.243.0.2:50001", "10.1.0.7:15020", "/app-health/app/readyz"), probe("10.1.0.99:50002", "10.1.0.7:15090", "/stats/prometheus"))

@@ -321,6 +321,14 @@ type recordWalker struct {
 	Broken  bool
 }
 
+// whole says the bytes fed so far are application-data records that end
+// exactly where the bytes do, the longest of them with room for an AEAD
+// tag: a short, idle flow (an HTTP/2 PING each way on a pooled connection)
+// shows no more than that, and chance bytes do not line up so.
+func (w *recordWalker) whole(n int) bool {
+	return !w.Broken && w.Records > 0 && w.AppData == w.Records && w.hdrLen == 0 && w.remain == 0 && n >= 5*w.Records+17
+}
+
 func (w *recordWalker) feed(b []byte) {
 	for len(b) > 0 && !w.Broken {
 		if w.remain > 0 {
