@@ -210,3 +210,37 @@ func TestJudge(t *testing.T) {
 		})
 	}
 }
+
+// TestPredictedAmbient: an ambient workload's Service ports travel inside
+// HBONE to its 15008, so Istio HBONE reaching it covers them and its
+// absence leaves them unproven; a waypoint's status port predicts nothing.
+func TestPredictedAmbient(t *testing.T) {
+	api := &workload{row: WorkloadRow{Namespace: "shop", Workload: "api", Mesh: MeshAmbient}, pods: []*corev1.Pod{testPod("shop", "api-1", "10.0.0.5", map[string]string{"app": "api"}, false)}}
+	wp := &workload{row: WorkloadRow{Namespace: "shop", Workload: "waypoint", Mesh: MeshGateway}, pods: []*corev1.Pod{testPod("shop", "waypoint-1", "10.0.0.6", map[string]string{"gw": "waypoint"}, true)}}
+	inv := &inventory{workloads: []*workload{api, wp}, services: []corev1.Service{
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "api"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "api"}, Ports: []corev1.ServicePort{{Port: 80}}}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "waypoint"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"gw": "waypoint"}, Ports: []corev1.ServicePort{{Port: 15021}, {Port: 15008}}}},
+	}}
+	captured := map[*workload]bool{api: true, wp: true}
+	names := func(es []Edge) string {
+		var out []string
+		for _, e := range es {
+			out = append(out, fmt.Sprintf("%s:%d", e.Dst, e.Port))
+		}
+		return strings.Join(out, " ")
+	}
+	hbone := []Edge{
+		{Src: "shop/web", Dst: "shop/waypoint", Port: 15008, Verdict: string(sniff.VerdictEncryptedIstio)},
+		{Src: "shop/waypoint", Dst: "shop/api", Port: 15008, Verdict: string(sniff.VerdictEncryptedIstio)},
+	}
+	if got := names(inv.predicted(hbone, captured)); got != "" {
+		t.Errorf("with HBONE to both: predicted %q, want none", got)
+	}
+	if got := names(inv.predicted(hbone[:1], captured)); got != "shop/api:80" {
+		t.Errorf("without HBONE to api: predicted %q, want shop/api:80", got)
+	}
+	unproven := []Edge{hbone[0], {Src: "shop/waypoint", Dst: "shop/api", Port: 15008, Verdict: string(sniff.VerdictUnknown)}}
+	if got := names(inv.predicted(unproven, captured)); got != "shop/api:80" {
+		t.Errorf("with unknown bytes to api's 15008: predicted %q, want shop/api:80", got)
+	}
+}

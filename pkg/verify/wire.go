@@ -22,6 +22,13 @@ type CaptureFunc func(ctx context.Context, groups []sniff.NodeGroup) []sniff.Nod
 // no packet during the capture.
 const EdgeUnproven = "unproven"
 
+// Istio's ports: HBONE's, and the status port of a gateway's proxy, which
+// only health checks call.
+const (
+	hbonePort         = 15008
+	gatewayStatusPort = 15021
+)
+
 // WireSection is the wire part.
 type WireSection struct {
 	Nodes []NodeRow `json:"nodes"`
@@ -315,21 +322,31 @@ func targetPort(sp corev1.ServicePort, w *workload) int {
 }
 
 // predicted are the Service ports of the scope whose workloads were
-// captured but received nothing on that port: unproven edges.
+// captured but received nothing on that port: unproven edges. An ambient
+// workload's Service ports are carried inside HBONE to its 15008 (the
+// port a CONNECT names is encrypted), so Istio HBONE seen reaching it
+// covers them; a gateway's status port only answers health checks.
 func (inv *inventory) predicted(seen []Edge, captured map[*workload]bool) []Edge {
 	got := map[string]bool{}
+	hbone := map[string]bool{}
 	for _, e := range seen {
 		got[fmt.Sprintf("%s:%d", e.Dst, e.Port)] = true
+		if e.Port == hbonePort && e.Verdict == string(sniff.VerdictEncryptedIstio) {
+			hbone[e.Dst] = true
+		}
 	}
 	var out []Edge
 	for i := range inv.services {
 		svc := &inv.services[i]
 		for _, w := range inv.selectedBy(svc) {
-			if !captured[w] {
+			if !captured[w] || w.row.Mesh == MeshAmbient && hbone[w.row.Name()] {
 				continue
 			}
 			for _, sp := range svc.Spec.Ports {
 				t := targetPort(sp, w)
+				if w.row.Mesh == MeshGateway && t == gatewayStatusPort {
+					continue
+				}
 				if t == 0 || (sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP) || got[fmt.Sprintf("%s:%d", w.row.Name(), t)] {
 					continue
 				}
