@@ -28,14 +28,19 @@ type Result struct {
 	Target Target
 	// MTLS is set when the connection was Istio mTLS; HBONE when ztunnel
 	// carried it.
-	MTLS   bool
-	HBONE  bool
-	Status int
+	MTLS  bool
+	HBONE bool
+	// Waypoint is the waypoint (NAMESPACE/NAME) that routed the call.
+	Waypoint string
+	Status   int
 	Body   string
 }
 
 // Mode is how the request travelled, as the frontend logs it.
 func (r Result) Mode() string {
+	if r.Waypoint != "" {
+		return "hbone-waypoint"
+	}
 	if r.HBONE {
 		return "hbone"
 	}
@@ -144,22 +149,34 @@ func (d *daemon) dialMTLS(ctx context.Context, p *pod, t Target, addr, key strin
 // roundTrip writes hr on conn and reads the whole response; keep says
 // whether the connection may carry another request.
 func roundTrip(ctx context.Context, conn net.Conn, br *bufio.Reader, hr *http.Request) (status int, body string, keep bool, err error) {
+	status, body, keep, _, err = roundTripFull(ctx, conn, br, hr)
+	return status, body, keep, err
+}
+
+// roundTripHeader is roundTrip on a connection used once, with the
+// response's header.
+func roundTripHeader(ctx context.Context, conn net.Conn, br *bufio.Reader, hr *http.Request) (status int, body string, h http.Header, err error) {
+	status, body, _, h, err = roundTripFull(ctx, conn, br, hr)
+	return status, body, h, err
+}
+
+func roundTripFull(ctx context.Context, conn net.Conn, br *bufio.Reader, hr *http.Request) (status int, body string, keep bool, h http.Header, err error) {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
 	if err := hr.Write(conn); err != nil {
-		return 0, "", false, err
+		return 0, "", false, nil, err
 	}
 	resp, err := http.ReadResponse(br, hr)
 	if err != nil {
-		return 0, "", false, err
+		return 0, "", false, nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return 0, "", false, err
+		return 0, "", false, nil, err
 	}
-	return resp.StatusCode, string(b), !resp.Close && !hr.Close, nil
+	return resp.StatusCode, string(b), !resp.Close && !hr.Close, resp.Header, nil
 }
 
 // verifySPIFFE checks the peer's chain against roots and its SPIFFE ID:

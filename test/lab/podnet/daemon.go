@@ -142,7 +142,11 @@ func newDaemon(cfg Config, n *node) (*daemon, error) {
 	if err := d.initAmbient(kf, h); err != nil {
 		return nil, err
 	}
-	d.starters = []starter{podF, allF, kf, isf}
+	wf, err := d.initWaypoints(h)
+	if err != nil {
+		return nil, err
+	}
+	d.starters = []starter{podF, allF, kf, isf, wf}
 	return d, nil
 }
 
@@ -202,6 +206,7 @@ func (d *daemon) sync(ctx context.Context) bool {
 		d.cfg.logf("listing pods: %v", err)
 		return true
 	}
+	all = append(all, d.localWaypoints()...)
 	want := map[string]*corev1.Pod{}
 	for _, p := range all {
 		if wanted(p) || d.wantedAmbient(p) {

@@ -304,20 +304,30 @@ func hboneKey(src, dst, addr string) string { return src + " " + dst + " " + add
 // plaintext. A pod with BypassAnnotation calls the application port
 // directly, around ztunnel.
 func (d *daemon) callAmbient(ctx context.Context, p *pod, st *hboneState, req Request, method string, header http.Header) (Result, error) {
-	t, err := d.pick(req, false)
-	if err != nil {
-		return Result{}, err
-	}
-	res := Result{Target: t}
-	addr := net.JoinHostPort(t.IP.String(), strconv.Itoa(t.Port))
 	hr, err := http.NewRequestWithContext(ctx, method, "http://"+req.Host+req.Path, nil)
 	if err != nil {
-		return res, err
+		return Result{}, err
 	}
 	for k, v := range header {
 		hr.Header[k] = v
 	}
 	hr.Close = true
+	if wt, ok := d.waypointFor(req); ok && !st.bypass.Load() {
+		return d.callWaypoint(ctx, p, st, wt, hr)
+	}
+	t, err := d.pick(req, false)
+	if err != nil {
+		return Result{}, err
+	}
+	return d.hboneRoundTrip(ctx, p, st, t, hr)
+}
+
+// hboneRoundTrip sends hr from p to t: a CONNECT stream to IP:port on the
+// pooled HBONE connection of the two identities when a ztunnel carries t,
+// else (or when p bypasses ztunnel) plaintext to t's port.
+func (d *daemon) hboneRoundTrip(ctx context.Context, p *pod, st *hboneState, t Target, hr *http.Request) (Result, error) {
+	res := Result{Target: t}
+	addr := net.JoinHostPort(t.IP.String(), strconv.Itoa(t.Port))
 	dst := d.hboneDest(t)
 	if dst == "" || st.bypass.Load() {
 		conn, err := dialIn(ctx, p.net.NS, addr)

@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/kubectl-mesh/kubectl-mesh/pkg/certs"
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/mesh"
 	"github.com/kubectl-mesh/kubectl-mesh/test/istioca"
 	"github.com/kubectl-mesh/kubectl-mesh/test/netlab"
 )
@@ -73,6 +74,9 @@ func (d *daemon) start(ctx context.Context, kp *corev1.Pod) (_ *pod, err error) 
 	}
 	if kp.Labels["app"] == AppZtunnel {
 		return d.startZtunnel(ctx, kp, addr)
+	}
+	if mesh.IsWaypointPod(kp) {
+		return d.startWaypoint(ctx, kp, addr)
 	}
 	p := &pod{
 		namespace: kp.Namespace, name: kp.Name, uid: string(kp.UID), labels: kp.Labels,

@@ -45,6 +45,9 @@ const BypassAnnotation = "podnet.kubectl-mesh.io/bypass-mesh"
 type ambient struct {
 	namespaces corelisters.NamespaceLister
 
+	// waypoints are the waypoint pods of every node (waypoint.go).
+	waypoints corelisters.PodLister
+
 	mu       sync.Mutex
 	certs    map[string]*istioca.Cert // by SPIFFE ID
 	enrolled map[netip.Addr]*pod
@@ -70,7 +73,7 @@ func (d *daemon) wantedAmbient(p *corev1.Pod) bool {
 	if d.amb == nil || p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" || p.DeletionTimestamp != nil {
 		return false
 	}
-	if p.Labels["app"] == AppZtunnel {
+	if p.Labels["app"] == AppZtunnel || mesh.IsWaypointPod(p) {
 		return true
 	}
 	ns := d.nsLabels(p.Namespace)
@@ -128,7 +131,7 @@ func (d *daemon) syncAmbient(ctx context.Context) bool {
 	zt := d.ztunnelReady()
 	failed := false
 	for _, p := range d.running {
-		if p.app == AppZtunnel {
+		if p.app == AppZtunnel || p.app == appWaypoint {
 			continue
 		}
 		kp, err := d.pods.Pods(p.namespace).Get(p.name)
@@ -177,15 +180,9 @@ func (d *daemon) identityCert(ctx context.Context, ns, sa string) (*istioca.Cert
 // startHBONE puts p in ztunnel's care: its identity's certificate, the
 // HBONE listener on 15008 in its namespace, and outbound calls as HBONE.
 func (d *daemon) startHBONE(ctx context.Context, kp *corev1.Pod, p *pod) error {
-	c, err := d.identityCert(ctx, p.namespace, p.sa)
+	st, err := d.newHBONEState(ctx, p)
 	if err != nil {
 		return err
-	}
-	st := &hboneState{id: istioca.SPIFFEID(p.namespace, p.sa), roots: x509.NewCertPool(), pool: newHBONEPool()}
-	st.roots.AddCert(c.Chain[len(c.Chain)-1])
-	st.cert = tls.Certificate{PrivateKey: c.Key, Leaf: c.Leaf()}
-	for _, x := range c.Chain {
-		st.cert.Certificate = append(st.cert.Certificate, x.Raw)
 	}
 	st.bypass.Store(kp.Annotations[BypassAnnotation] == "true")
 	if err := d.listenHBONE(p, st); err != nil {
@@ -203,6 +200,22 @@ func (d *daemon) startHBONE(ctx context.Context, kp *corev1.Pod, p *pod) error {
 	p.appLog.Printf("ambient: %s (%s, port %d)", mode, st.id, HBONEPort)
 	d.cfg.logf("pod %s/%s: ambient, %s (%s)", p.namespace, p.name, mode, st.id)
 	return nil
+}
+
+// newHBONEState is HBONE for p's identity: its certificate and trust
+// root, and an empty pool.
+func (d *daemon) newHBONEState(ctx context.Context, p *pod) (*hboneState, error) {
+	c, err := d.identityCert(ctx, p.namespace, p.sa)
+	if err != nil {
+		return nil, err
+	}
+	st := &hboneState{id: istioca.SPIFFEID(p.namespace, p.sa), roots: x509.NewCertPool(), pool: newHBONEPool()}
+	st.roots.AddCert(c.Chain[len(c.Chain)-1])
+	st.cert = tls.Certificate{PrivateKey: c.Key, Leaf: c.Leaf()}
+	for _, x := range c.Chain {
+		st.cert.Certificate = append(st.cert.Certificate, x.Raw)
+	}
+	return st, nil
 }
 
 // stopHBONE takes p out of ztunnel's care.
