@@ -321,7 +321,9 @@ func TestRealMeshFailures(t *testing.T) {
 		// waypoint took its calls: an HTTP/2 PING and its ack, each a TLS
 		// 1.3 record of 34 bytes (9 of frame, 8 of data, 1 of type, 16 of
 		// tag). tshark reads them as TLS.
-		ping := func(fill byte) []byte { return append([]byte{0x17, 0x03, 0x03, 0x00, 0x22}, bytes.Repeat([]byte{fill}, 0x22)...) }
+		ping := func(fill byte) []byte {
+			return append([]byte{0x17, 0x03, 0x03, 0x00, 0x22}, bytes.Repeat([]byte{fill}, 0x22)...)
+		}
 		idle := newConv(LinkTypeEthernet, "10.1.0.5:40988", "10.1.0.7:15008").send(true, ping(0x5a), 1000).send(false, ping(0x04), 1000).frames
 		rep := policyReport(t, Config{}, idle)
 		if rep.Verdict != VerdictEncryptedIstio || len(rep.Flows) != 1 || rep.Flows[0].Rule != "hbone-pooled" {

@@ -33,7 +33,7 @@ type Result struct {
 	// Waypoint is the waypoint (NAMESPACE/NAME) that routed the call.
 	Waypoint string
 	Status   int
-	Body   string
+	Body     string
 }
 
 // Mode is how the request travelled, as the frontend logs it.
