@@ -142,7 +142,7 @@ say "Ambient mode: no sidecars; ztunnel on every node carries the pods' traffic 
 run kubectl apply -f hack/demo/ztunnel.yaml
 run kubectl rollout status daemonset/ztunnel -n istio-system --timeout=60s
 run kubectl apply -f hack/demo/shop.yaml
-run kubectl rollout status deploy/backend-app deploy/frontend-app -n shop --timeout=60s
+run kubectl rollout status deploy/backend-app deploy/backend-app-v2 deploy/frontend-app -n shop --timeout=60s
 run kubectl mesh enable-injection shop --ambient
 until kubectl logs deploy/frontend-app -n shop --tail=1 2>/dev/null | grep -q ' hbone '; do sleep 0.5; done
 run kubectl logs deploy/frontend-app -n shop --tail=2
@@ -153,6 +153,22 @@ runsh "kubectl mesh sniff deploy/backend-app -n shop --ssh-config $SSH_CONFIG --
 
 say "The backend's workload certificate, read from the ztunnel on its node"
 retry kubectl mesh certs deploy/backend-app -n shop
+
+say "Routes in ambient mode: ztunnel is L4, only a waypoint applies them"
+verdict 1 kubectl mesh split backend 100/0 -n shop
+run kubectl mesh enable-injection shop --ambient --waypoint
+run kubectl mesh split backend 100/0 -n shop
+sleep 3
+printf '%s(3 seconds later)%s\n' "$dim" "$reset"
+runsh "kubectl logs deploy/frontend-app -n shop --since=2s | awk '{print \$3, \$4, \$7}' | sort | uniq -c"
+run kubectl mesh split backend 50/50 -n shop
+sleep 5
+printf '%s(5 seconds later)%s\n' "$dim" "$reset"
+runsh "kubectl logs deploy/frontend-app -n shop --since=4s | awk '{print \$3, \$4, \$7}' | sort | uniq -c"
+run kubectl mesh status -n shop
+
+say "Proven end to end: frontend → waypoint → both backends, Istio HBONE all the way"
+proven kubectl mesh verify shop --ssh-config "$SSH_CONFIG" --duration 3s
 
 say "Done. Keep exploring:"
 cat <<MSG
