@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"strings"
 )
 
 // Caps on what the policy keeps per capture: past them a mid-stream flow is
@@ -96,6 +97,10 @@ func (a *Analyzer) count(e *flowEvidence, infra *infraRule, v Verdict, fs *FlowS
 			}
 			if infra != nil {
 				what += ", " + infra.Name
+			}
+			if strings.HasPrefix(e.Context, bypassContext) {
+				// Names the enrolled peer, which an address alone does not.
+				what += ", " + e.Context
 			}
 			a.report.Why = append(a.report.Why, fmt.Sprintf("%s: %s → %s (%s)", string(v), fs.Src, fs.Dst, what))
 		}
