@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,13 +18,15 @@ import (
 	"github.com/kubectl-mesh/kubectl-mesh/test/labtest"
 )
 
-// TestSplitThroughWaypoint is the ambient trap and its way out on the lab:
+// TestSplitThroughWaypoint is the ambient trap and its way out on the lab,
+// with the ingress gateway in front (expose):
 // in an ambient namespace without a waypoint ztunnel ignores a route
 // written with split --force (calls still reach v1 at 0/100); once
 // enable-injection --waypoint has istiod deploy the waypoint, the
 // frontend's calls go as HBONE to it, it applies the route (0/100 → v2
-// only, 100/0 → v1 only, 50/50 → both about equally), and sniff of the
-// frontend sees only HBONE.
+// only, 100/0 → v1 only, 50/50 → both about equally); sniff of the
+// frontend sees only HBONE, to the waypoint and from the gateway; verify
+// proves gateway → frontend → waypoint → backends.
 func TestSplitThroughWaypoint(t *testing.T) {
 	env := labtest.Get(t)
 	ztunnelDaemonSet(t, env, env.Namespace(t, nil))
@@ -31,6 +35,7 @@ func TestSplitThroughWaypoint(t *testing.T) {
 	env.Deployment(t, ns, "backend-v1", map[string]string{"app": podnet.AppBackend, "version": "v1"}, 1)
 	env.Deployment(t, ns, "backend-v2", map[string]string{"app": podnet.AppBackend, "version": "v2"}, 1)
 	env.Deployment(t, ns, podnet.AppFrontend, map[string]string{"version": "v1"}, 1)
+	trService(t, env, ns, "frontend", map[string]string{"app": podnet.AppFrontend})
 	front := podOf(t, env, ns, "app="+podnet.AppFrontend)
 
 	mustRun := func(args ...string) labtest.Result {
@@ -76,7 +81,31 @@ func TestSplitThroughWaypoint(t *testing.T) {
 	}
 	t.Logf("50/50 through the waypoint: %v", calls)
 
-	// On the frontend's wire: HBONE to the waypoint's 15008 only.
+	// The ingress gateway in front: expose, then a client calling through
+	// it for the rest of the test. The gateway's Envoy sends HBONE to the
+	// frontend, which ztunnel carries.
+	url := strings.TrimSpace(mustRun("expose", "frontend").Stdout)
+	workshopGet(t, url, `"frontend":"`+front.Name+`"`)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		client := &http.Client{Timeout: 2 * time.Second}
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			if resp, err := client.Get(url); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
+	}()
+	gw := podOf(t, env, "istio-system", "istio=ingressgateway")
+
+	// On the frontend's wire: HBONE to the waypoint's 15008 and from the
+	// gateway to the frontend's, nothing on the app port.
 	sshConfig := podnet.SSHConfigFile(env.Lab.PodnetDir())
 	pcap := filepath.Join(t.TempDir(), "front.pcap")
 	res := env.Mesh(t, "sniff", "-n", ns, front.Name, "--ssh-config", sshConfig, "--duration", "3s", "-o", "json", "-w", pcap)
@@ -97,8 +126,18 @@ func TestSplitThroughWaypoint(t *testing.T) {
 			}
 		}
 	}
-	if rep.verdict != "encrypted-istio" || toWaypoint == 0 {
-		t.Errorf("sniff of the frontend: verdict %s, %d flows with the waypoint %s:15008\n%s", rep.verdict, toWaypoint, wp.Status.PodIP, rep)
+	fromGateway := 0
+	for _, f := range rep.flows {
+		if strings.HasPrefix(f.Src, gw.Status.PodIP+":") && f.Dst == front.Status.PodIP+":15008" && f.Verdict == "encrypted-istio" && f.Istio == "hbone" {
+			fromGateway++
+		}
+		if f.Dst == front.Status.PodIP+":80" {
+			t.Errorf("a flow to the frontend's app port: %s → %s %s", f.Src, f.Dst, f.Verdict)
+		}
+	}
+	if rep.verdict != "encrypted-istio" || toWaypoint == 0 || fromGateway == 0 {
+		t.Errorf("sniff of the frontend: verdict %s, %d flows with the waypoint %s:15008, %d HBONE flows from the gateway %s\n%s",
+			rep.verdict, toWaypoint, wp.Status.PodIP, fromGateway, gw.Status.PodIP, rep)
 	}
 
 	// verify proves the whole path: the waypoint's identity from its
@@ -117,7 +156,8 @@ func TestSplitThroughWaypoint(t *testing.T) {
 	for _, e := range vres.Wire.Edges {
 		edges = append(edges, strings.ReplaceAll(fmt.Sprintf("%s → %s %s", e.Src, e.Dst, e.Verdict), ns+"/", ""))
 	}
-	want := "frontend-app → waypoint encrypted-istio\nwaypoint → backend-v1 encrypted-istio\nwaypoint → backend-v2 encrypted-istio"
+	want := "istio-system/istio-ingressgateway → frontend-app encrypted-istio\n" +
+		"frontend-app → waypoint encrypted-istio\nwaypoint → backend-v1 encrypted-istio\nwaypoint → backend-v2 encrypted-istio"
 	if vr.ExitCode != 0 || strings.Join(edges, "\n") != want {
 		t.Errorf("verify: exit %d, verdict %s, edges:\n%s\nwant:\n%s\n%s", vr.ExitCode, vres.Verdict, strings.Join(edges, "\n"), want, vr.Stderr)
 	}

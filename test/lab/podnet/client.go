@@ -71,6 +71,12 @@ func (d *daemon) call(ctx context.Context, p *pod, req Request, method string, h
 	for k, v := range header {
 		hr.Header[k] = v
 	}
+	if p.sidecar && !res.MTLS && d.hboneDest(t) != "" {
+		// A sidecar or gateway sends HBONE to a pod that ztunnel carries
+		// (Istio's PILOT_ENABLE_SENDING_HBONE, on with ambient).
+		hr.Close = true
+		return d.hboneRoundTrip(ctx, p, d.proxyHBONE(p), t, hr)
+	}
 	if !res.MTLS {
 		conn, err := dialIn(ctx, p.net.NS, addr)
 		if err != nil {
@@ -109,6 +115,19 @@ func (d *daemon) call(ctx context.Context, p *pod, req Request, method string, h
 		p.pool.put(c)
 		return res, nil
 	}
+}
+
+// proxyHBONE is the HBONE client of p's sidecar (or gateway): its
+// workload certificate, and a pool of its own.
+func (d *daemon) proxyHBONE(p *pod) *hboneState {
+	if st := p.proxyHBONE.Load(); st != nil {
+		return st
+	}
+	st := &hboneState{id: istioca.SPIFFEID(p.namespace, p.sa), cert: p.cert, roots: p.roots, pool: newHBONEPool()}
+	if !p.proxyHBONE.CompareAndSwap(nil, st) {
+		return p.proxyHBONE.Load()
+	}
+	return st
 }
 
 // dialIn opens a TCP connection from inside network namespace ns.

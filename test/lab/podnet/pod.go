@@ -60,6 +60,8 @@ type pod struct {
 	dns  dnsCache
 	// hbone is set while a ztunnel carries the pod's traffic (ztunnel.go).
 	hbone atomic.Pointer[hboneState]
+	// proxyHBONE is the sidecar's own HBONE to pods ztunnel carries.
+	proxyHBONE atomic.Pointer[hboneState]
 
 	appLog, proxyLog *criLog
 	cancel           context.CancelFunc
@@ -160,6 +162,9 @@ func (d *daemon) stop(p *pod) {
 		p.closers[i]()
 	}
 	p.closers = nil
+	if st := p.proxyHBONE.Swap(nil); st != nil {
+		st.pool.close()
+	}
 	d.cfg.logf("pod %s/%s: removed %s", p.namespace, p.name, p.net.NS)
 }
 

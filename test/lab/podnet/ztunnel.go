@@ -238,6 +238,9 @@ func (d *daemon) stopHBONE(p *pod) {
 // capture while a Ready ztunnel runs there (that node's daemon serves its
 // 15008), as ztunnel learns from istiod that a workload speaks HBONE.
 func (d *daemon) hboneDest(t Target) string {
+	if d.amb == nil {
+		return ""
+	}
 	d.amb.mu.Lock()
 	p := d.amb.enrolled[t.IP]
 	d.amb.mu.Unlock()
