@@ -172,9 +172,13 @@ var infraRules = []infraRule{
 		}},
 	{"istio-local", "to 15000, 15004 or 15053: the Istio agent's local ports (Envoy admin, debug, DNS proxy)",
 		func(e *flowEvidence, _ *PodContext) bool { return slices.Contains(istioLocalPorts, e.Server.Port()) }},
-	{"kubelet-probe", "live capture: from the node's IP to a port the pod's spec probes",
+	{"kubelet-probe", "live capture: from the node's IP (for a pod in ambient mode, istio-cni's probe address 169.254.7.127, to which it rewrites the kubelet's source) to a port the pod's spec probes",
 		func(e *flowEvidence, pod *PodContext) bool {
-			return pod != nil && pod.NodeIP.IsValid() && e.Client.Addr() == pod.NodeIP && slices.Contains(pod.ProbePorts, e.Server.Port()) && slices.Contains(pod.IPs, e.Server.Addr())
+			if pod == nil || !slices.Contains(pod.ProbePorts, e.Server.Port()) || !slices.Contains(pod.IPs, e.Server.Addr()) {
+				return false
+			}
+			c := e.Client.Addr()
+			return pod.NodeIP.IsValid() && c == pod.NodeIP || pod.Ambient && (c == ambientProbeSNAT4 || c == ambientProbeSNAT6)
 		}},
 	{"cluster-dns", "DNS on port 53: Istio does not carry DNS, so it is cleartext with or without the mesh",
 		func(e *flowEvidence, _ *PodContext) bool {
@@ -321,6 +325,14 @@ type PodContext struct {
 	Ambient      bool
 	AmbientPeers map[netip.Addr]string
 }
+
+// istio-cni's HOST_PROBE_SNAT_ADDRESS defaults: on the node it rewrites the
+// source of the kubelet's probes of ambient pods to them, so that inside
+// the pod they skip ztunnel.
+var (
+	ambientProbeSNAT4 = netip.MustParseAddr("169.254.7.127")
+	ambientProbeSNAT6 = netip.MustParseAddr("fd16:9254:7127:1337:ffff:ffff:ffff:ffff")
+)
 
 // bypassContext starts the context of a flow that went around ztunnel.
 const bypassContext = "mesh bypass: "

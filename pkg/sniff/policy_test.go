@@ -270,6 +270,34 @@ func TestInfraRules(t *testing.T) {
 			t.Errorf("infra rule %s has no test case", r.Name)
 		}
 	}
+
+	// An ambient pod: istio-cni rewrites the kubelet's probes to come from
+	// 169.254.7.127 (fd16:9254:7127:1337:ffff:ffff:ffff:ffff), so that is
+	// where they are seen; from that address to a pod not in ambient mode,
+	// or to a port nothing probes, it is no probe.
+	amb := ambientPod()
+	amb.ProbePorts = []uint16{8080}
+	hbone := midstream("10.1.0.5:40000", "10.1.0.7:15008")
+	if rep := policyReport(t, Config{Pod: amb}, hbone, probe("169.254.7.127:50006", "10.1.0.7:8080", "/ready")); rep.Verdict != VerdictEncryptedIstio ||
+		len(rep.Infra) != 1 || rep.Infra[0].Infra != "kubelet-probe" {
+		t.Errorf("ambient probe: verdict %s, infra %v; want ENCRYPTED (Istio HBONE) and the probe apart\n%s", rep.Verdict, rep.Infra, summary(t, rep))
+	}
+	amb6 := &PodContext{IPs: []netip.Addr{netip.MustParseAddr("fd00::7")}, Ambient: true, ProbePorts: []uint16{8080}}
+	if rep := policyReport(t, Config{Pod: amb6}, probe("[fd16:9254:7127:1337:ffff:ffff:ffff:ffff]:50006", "[fd00::7]:8080", "/ready")); len(rep.Infra) != 1 {
+		t.Errorf("ambient probe over IPv6: infra %v; want the probe apart\n%s", rep.Infra, summary(t, rep))
+	}
+	for name, frames := range map[string][]frame{
+		"to a sidecar pod":    probe("169.254.7.127:50006", "10.1.0.7:8080", "/ready"),
+		"to an unprobed port": probe("169.254.7.127:50006", "10.1.0.7:9090", "/ready"),
+	} {
+		cfg := Config{Pod: amb}
+		if name == "to a sidecar pod" {
+			cfg.Pod = pod
+		}
+		if rep := policyReport(t, cfg, frames); len(rep.Infra) != 0 || rep.Verdict != VerdictPlaintext {
+			t.Errorf("from 169.254.7.127 %s: verdict %s, infra %v; want plaintext, not a probe\n%s", name, rep.Verdict, rep.Infra, summary(t, rep))
+		}
+	}
 }
 
 func TestCaptureRules(t *testing.T) {
