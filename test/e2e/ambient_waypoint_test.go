@@ -11,9 +11,13 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/kubectl-mesh/kubectl-mesh/test/lab"
 	"github.com/kubectl-mesh/kubectl-mesh/test/lab/podnet"
 	"github.com/kubectl-mesh/kubectl-mesh/test/labtest"
 )
@@ -215,4 +219,57 @@ func callsAfter(t *testing.T, env *labtest.Env, ns, pod string, n int, mode stri
 		t.Fatalf("fewer than %d calls over%s after the change: %v\n%s", n, strings.TrimRight(mode, " "), fmt.Sprint(counts), strings.Join(last, "\n"))
 	}
 	return counts
+}
+
+// TestAmbientProbe: the kubelet's probe of an ambient pod arrives from
+// istio-cni's probe address 169.254.7.127, as on a real node; sniff sets
+// it apart as a probe, so the pod, which otherwise speaks only HBONE, is
+// ENCRYPTED and not MIXED.
+func TestAmbientProbe(t *testing.T) {
+	env := labtest.Get(t)
+	ztunnelDaemonSet(t, env, env.Namespace(t, nil))
+	ns := env.Namespace(t, nil)
+	ctx := context.Background()
+	trService(t, env, ns, podnet.BackendService, map[string]string{"app": podnet.AppBackend})
+	one, zero := int32(1), int64(0)
+	labels := map[string]string{"app": podnet.AppBackend, "version": "v1"}
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: podnet.AppBackend, Labels: labels},
+		Spec: appsv1.DeploymentSpec{Replicas: &one, Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{TerminationGracePeriodSeconds: &zero,
+				Containers: []corev1.Container{{Name: "app", Image: "kubectl-mesh-lab/" + podnet.AppBackend, Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 80}},
+					ReadinessProbe: &corev1.Probe{PeriodSeconds: 1, ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/greetings", Port: intstr.FromInt32(80)}}}}}}}}}
+	if _, err := env.Kube.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.WaitDeploymentReady(ctx, env.Kube, ns, podnet.AppBackend, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	env.Deployment(t, ns, podnet.AppFrontend, map[string]string{"version": "v1"}, 1)
+	front := podOf(t, env, ns, "app="+podnet.AppFrontend)
+	if r := env.Mesh(t, "enable-injection", ns, "--ambient"); r.ExitCode != 0 {
+		t.Fatalf("enable-injection --ambient: exit %d\n%s", r.ExitCode, r.Stderr)
+	}
+	waitCalls(t, env, ns, front.Name, " hbone ", 3)
+
+	sshConfig := podnet.SSHConfigFile(env.Lab.PodnetDir())
+	backend := podOf(t, env, ns, "app="+podnet.AppBackend)
+	res := env.Mesh(t, "sniff", "-n", ns, backend.Name, "--ssh-config", sshConfig, "--duration", "3s", "-o", "json")
+	var rep struct {
+		Verdict string `json:"verdict"`
+		Flows   []struct{ Src, Dst, Verdict string }
+		Infra   []struct{ Src, Dst, Infra string }
+	}
+	if err := json.Unmarshal([]byte(res.Stdout), &rep); err != nil {
+		t.Fatalf("sniff: exit %d, %v, %v\n%s", res.ExitCode, res.Err, err, res.Stderr)
+	}
+	probes := 0
+	for _, f := range rep.Infra {
+		if strings.HasPrefix(f.Src, podnet.AmbientProbeSource.String()+":") && f.Infra == "kubelet-probe" {
+			probes++
+		}
+	}
+	if res.ExitCode != 0 || rep.Verdict != "encrypted-istio" || probes == 0 {
+		t.Errorf("sniff of an ambient pod with a readiness probe: exit %d, verdict %s, %d probes from %s apart\nflows %+v\ninfra %+v\n%s",
+			res.ExitCode, rep.Verdict, probes, podnet.AmbientProbeSource, rep.Flows, rep.Infra, res.Stderr)
+	}
 }

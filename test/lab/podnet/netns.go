@@ -85,6 +85,9 @@ func setupNode(ctx context.Context, nn NodeNet, plan []NodeNet, lan *netlab.LAN,
 	steps := [][]string{
 		{"-n", nn.NS, "link", "set", l.Bridge, "address", nn.BridgeMAC},
 		{"-n", nn.NS, "route", "replace", nn.PodCIDR.String(), "dev", l.Bridge},
+		// istio-cni's probe address, the source of the kubelet's probes of
+		// ambient pods (probes.go); pods answer it through their gateway.
+		{"-n", nn.NS, "addr", "replace", AmbientProbeSource.String() + "/32", "dev", l.Bridge},
 		{"netns", "exec", nn.NS, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"},
 	}
 	for _, r := range nn.Routes(plan) {
@@ -143,6 +146,11 @@ Host %[1]s %[3]s
 }
 
 func (n *node) teardown() { n.lab.Teardown() }
+
+// AmbientProbeSource is istio-cni's HOST_PROBE_SNAT_ADDRESS: on a real
+// node it rewrites the source of the kubelet's probes of ambient pods to
+// it, so ztunnel in the pod lets them through to the app.
+var AmbientProbeSource = netip.MustParseAddr("169.254.7.127")
 
 // dial connects from the node namespace with the node's InternalIP as
 // source, where a kubelet's probes and Prometheus' scrapes come from.

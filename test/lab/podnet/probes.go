@@ -197,7 +197,13 @@ func (d *daemon) startProbes(ctx context.Context, kp *corev1.Pod, p *pod) {
 		}
 		byContainer[pr.Container] = append(byContainer[pr.Container], pr)
 	}
-	pb := Prober{Dial: d.node.dial}
+	pb := Prober{Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+		if p.hbone.Load() != nil {
+			// As istio-cni SNATs them for a pod in ambient mode.
+			return dialFrom(d.node.net.NS, AmbientProbeSource)(ctx, addr)
+		}
+		return d.node.dial(ctx, addr)
+	}}
 	for _, c := range order {
 		probes := byContainer[c]
 		p.wg.Add(1)
