@@ -30,7 +30,8 @@ import (
 // frontend's calls go as HBONE to it, it applies the route (0/100 → v2
 // only, 100/0 → v1 only, 50/50 → both about equally); sniff of the
 // frontend sees only HBONE, to the waypoint and from the gateway; verify
-// proves gateway → frontend → waypoint → backends.
+// proves gateway → frontend → waypoint → backends; an HTTPRoute split
+// (--api gateway) is applied by the waypoint too.
 func TestSplitThroughWaypoint(t *testing.T) {
 	env := labtest.Get(t)
 	ztunnelDaemonSet(t, env, env.Namespace(t, nil))
@@ -164,6 +165,18 @@ func TestSplitThroughWaypoint(t *testing.T) {
 		"frontend-app → waypoint encrypted-istio\nwaypoint → backend-v1 encrypted-istio\nwaypoint → backend-v2 encrypted-istio"
 	if vr.ExitCode != 0 || strings.Join(edges, "\n") != want {
 		t.Errorf("verify: exit %d, verdict %s, edges:\n%s\nwant:\n%s\n%s", vr.ExitCode, vres.Verdict, strings.Join(edges, "\n"), want, vr.Stderr)
+	}
+
+	// The Gateway API way: an HTTPRoute whose parent is the Service (GAMMA),
+	// which the waypoint applies just the same.
+	mustRun("split", podnet.BackendService, "--undo")
+	mustRun("split", podnet.BackendService, "0/100", "--api", "gateway", "--create-services")
+	if calls = callsAfter(t, env, ns, front.Name, 30, " hbone-waypoint "); calls["v2"] != 30 {
+		t.Fatalf("0/100 by HTTPRoute through the waypoint: %v, want all 30 calls on v2", calls)
+	}
+	mustRun("split", podnet.BackendService, "100/0", "--api", "gateway")
+	if calls = callsAfter(t, env, ns, front.Name, 30, " hbone-waypoint "); calls["v1"] != 30 {
+		t.Fatalf("100/0 by HTTPRoute through the waypoint: %v, want all 30 calls on v1", calls)
 	}
 }
 

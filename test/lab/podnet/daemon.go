@@ -146,7 +146,7 @@ func newDaemon(cfg Config, n *node) (*daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.starters = []starter{podF, allF, kf, isf, wf}
+	d.starters = append([]starter{podF, allF, kf, isf}, wf...)
 	return d, nil
 }
 

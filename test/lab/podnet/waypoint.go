@@ -2,6 +2,7 @@ package podnet
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,13 +10,17 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 
@@ -41,9 +46,14 @@ const appWaypoint = "waypoint"
 // header; nothing outside the lab reads it.
 const UpstreamHeader = "X-Podnet-Upstream"
 
-// initWaypoints watches the waypoint pods of every node: this node's are
-// served here, and every node's are where captured pods send their calls.
-func (d *daemon) initWaypoints(h cache.ResourceEventHandler) (starter, error) {
+// httpRoutes are the Gateway API's HTTPRoutes: a waypoint applies those
+// whose parent is a Service it serves (GAMMA).
+var httpRoutes = schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "httproutes"}
+
+// initWaypoints watches the waypoint pods of every node (this node's are
+// served here, and every node's are where captured pods send their calls)
+// and the HTTPRoutes the waypoints apply.
+func (d *daemon) initWaypoints(h cache.ResourceEventHandler) ([]starter, error) {
 	f := informers.NewSharedInformerFactoryWithOptions(d.kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.LabelSelector = mesh.LabelGatewayClass + "=" + mesh.WaypointClass
 	}))
@@ -52,8 +62,11 @@ func (d *daemon) initWaypoints(h cache.ResourceEventHandler) (starter, error) {
 	if _, err := inf.Informer().AddEventHandler(h); err != nil {
 		return nil, err
 	}
-	d.synced = append(d.synced, inf.Informer().HasSynced)
-	return f, nil
+	df := dynamicinformer.NewDynamicSharedInformerFactory(d.dyn, 0)
+	routes := df.ForResource(httpRoutes)
+	d.amb.httpRoutes = routes.Lister()
+	d.synced = append(d.synced, inf.Informer().HasSynced, routes.Informer().HasSynced)
+	return []starter{f, df}, nil
 }
 
 // localWaypoints are the waypoint pods scheduled to this node.
@@ -170,7 +183,10 @@ func (d *daemon) waypointServe(p *pod, st *hboneState, svc *corev1.Service, port
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		out := &http.Response{ProtoMajor: 1, ProtoMinor: 1, Header: http.Header{}, Close: req.Close}
 		var body, upstream string
-		t, err := d.pick(Request{Gateway: MeshGateway, Namespace: svc.Namespace, Host: host, Path: req.URL.RequestURI()}, true)
+		t, routed, err := d.pickHTTPRoute(svc, req.URL.Path)
+		if !routed {
+			t, err = d.pick(Request{Gateway: MeshGateway, Namespace: svc.Namespace, Host: host, Path: req.URL.RequestURI()}, true)
+		}
 		if err == nil {
 			hr, _ := http.NewRequestWithContext(ctx, req.Method, "http://"+host+req.URL.RequestURI(), nil)
 			var res Result
@@ -296,4 +312,131 @@ func upstreamTarget(v string) Target {
 		t.Labels["version"] = f[2]
 	}
 	return t
+}
+
+// pickHTTPRoute routes a request to svc by the oldest HTTPRoute whose
+// parent is that Service, as a waypoint applies the Gateway API's GAMMA
+// routes: the first rule whose path match fits, a backendRef by weight,
+// then any ready endpoint of that Service. routed is false when no
+// HTTPRoute names the Service (VirtualServices apply then).
+func (d *daemon) pickHTTPRoute(svc *corev1.Service, path string) (t Target, routed bool, err error) {
+	if d.amb == nil || d.amb.httpRoutes == nil {
+		return t, false, nil
+	}
+	objs, _ := d.amb.httpRoutes.ByNamespace(svc.Namespace).List(labels.Everything())
+	var routes []*unstructured.Unstructured
+	for _, o := range objs {
+		if u, ok := o.(*unstructured.Unstructured); ok && parentIsService(u, svc) {
+			routes = append(routes, u)
+		}
+	}
+	if len(routes) == 0 {
+		return t, false, nil
+	}
+	sort.Slice(routes, func(i, j int) bool {
+		a, b := routes[i].GetCreationTimestamp(), routes[j].GetCreationTimestamp()
+		if !a.Equal(&b) {
+			return a.Before(&b)
+		}
+		return routes[i].GetName() < routes[j].GetName()
+	})
+	rules, _, _ := unstructured.NestedSlice(routes[0].Object, "spec", "rules")
+	for _, r := range rules {
+		rule, _ := r.(map[string]any)
+		if !httpRouteMatches(rule, path) {
+			continue
+		}
+		refs, _, _ := unstructured.NestedSlice(rule, "backendRefs")
+		type backend struct {
+			name, ns string
+			port     int
+			weight   int64
+		}
+		var bs []backend
+		total := int64(0)
+		for _, x := range refs {
+			m, _ := x.(map[string]any)
+			b := backend{ns: svc.Namespace, weight: 1}
+			b.name, _, _ = unstructured.NestedString(m, "name")
+			if ns, _, _ := unstructured.NestedString(m, "namespace"); ns != "" {
+				b.ns = ns
+			}
+			if p, ok, _ := unstructured.NestedInt64(m, "port"); ok {
+				b.port = int(p)
+			}
+			if w, ok, _ := unstructured.NestedInt64(m, "weight"); ok {
+				b.weight = w
+			}
+			if b.weight > 0 {
+				bs = append(bs, b)
+				total += b.weight
+			}
+		}
+		if total == 0 {
+			return t, true, &RouteError{Status: 500, Reason: "HTTPRoute " + routes[0].GetName() + ": no backend with a weight"}
+		}
+		d.rndMu.Lock()
+		n := d.rnd.Int64N(total)
+		d.rndMu.Unlock()
+		var b backend
+		for _, b = range bs {
+			if n -= b.weight; n < 0 {
+				break
+			}
+		}
+		host := b.name + "." + b.ns + ".svc." + ClusterDomain
+		eps := d.endpoints(host)
+		if len(eps) == 0 {
+			return t, true, &RouteError{Status: 503, Reason: "no healthy upstream for " + host}
+		}
+		d.rndMu.Lock()
+		ep := eps[d.rnd.IntN(len(eps))]
+		d.rndMu.Unlock()
+		return Target{Host: host, Port: cmp.Or(b.port, 80), Endpoint: ep}, true, nil
+	}
+	return t, true, &RouteError{Status: 404, Reason: "no rule of HTTPRoute " + routes[0].GetName() + " matched"}
+}
+
+// parentIsService says whether an HTTPRoute names svc as a parent.
+func parentIsService(u *unstructured.Unstructured, svc *corev1.Service) bool {
+	refs, _, _ := unstructured.NestedSlice(u.Object, "spec", "parentRefs")
+	for _, x := range refs {
+		m, _ := x.(map[string]any)
+		group, _, _ := unstructured.NestedString(m, "group")
+		kind, _, _ := unstructured.NestedString(m, "kind")
+		name, _, _ := unstructured.NestedString(m, "name")
+		ns, _, _ := unstructured.NestedString(m, "namespace")
+		if (group == "" || group == "core") && kind == "Service" && name == svc.Name && (ns == "" || ns == svc.Namespace) {
+			return true
+		}
+	}
+	return false
+}
+
+// httpRouteMatches applies a rule's path matches (none matches all; a
+// match without a path is PathPrefix /).
+func httpRouteMatches(rule map[string]any, path string) bool {
+	matches, _, _ := unstructured.NestedSlice(rule, "matches")
+	if len(matches) == 0 {
+		return true
+	}
+	for _, x := range matches {
+		m, _ := x.(map[string]any)
+		typ, _, _ := unstructured.NestedString(m, "path", "type")
+		val, _, _ := unstructured.NestedString(m, "path", "value")
+		switch {
+		case val == "":
+			return true
+		case typ == "Exact" && path == val:
+			return true
+		case typ != "Exact":
+			// Element-wise: /api matches /api and /api/v1, not /apiary;
+			// a trailing slash in the value is ignored.
+			p := strings.TrimSuffix(val, "/")
+			if path == p || strings.HasPrefix(path, p+"/") {
+				return true
+			}
+		}
+	}
+	return false
 }

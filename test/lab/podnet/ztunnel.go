@@ -45,8 +45,10 @@ const BypassAnnotation = "podnet.kubectl-mesh.io/bypass-mesh"
 type ambient struct {
 	namespaces corelisters.NamespaceLister
 
-	// waypoints are the waypoint pods of every node (waypoint.go).
-	waypoints corelisters.PodLister
+	// waypoints are the waypoint pods of every node, httpRoutes the
+	// HTTPRoutes they apply (waypoint.go).
+	waypoints  corelisters.PodLister
+	httpRoutes cache.GenericLister
 
 	mu       sync.Mutex
 	certs    map[string]*istioca.Cert // by SPIFFE ID
