@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -53,6 +54,9 @@ func NewPodContext(ctx context.Context, kube kubernetes.Interface, pods []*corev
 	}
 	if !pc.Sidecar && !pc.Ambient || kube == nil || len(pods) == 0 {
 		return pc
+	}
+	if pc.Ambient {
+		pc.LookupAmbientPeer = ambientPeerLookup(ctx, kube, pods[0].Namespace)
 	}
 	list, err := kube.CoreV1().Pods(pods[0].Namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -158,4 +162,42 @@ func parsePorts(s string) []uint16 {
 		}
 	}
 	return out
+}
+
+// ambientPeerLookup finds the enrolled pod of another namespace than own
+// at an address, one pod LIST by status.podIP (and one namespace GET) per
+// address, remembered; refused reads name nothing.
+func ambientPeerLookup(ctx context.Context, kube kubernetes.Interface, own string) func(netip.Addr) string {
+	var mu sync.Mutex
+	seen := map[netip.Addr]string{}
+	nsLabels := map[string]map[string]string{}
+	return func(a netip.Addr) string {
+		mu.Lock()
+		defer mu.Unlock()
+		if name, ok := seen[a]; ok {
+			return name
+		}
+		seen[a] = ""
+		list, err := kube.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{FieldSelector: "status.podIP=" + a.String()})
+		if err != nil {
+			return ""
+		}
+		for i := range list.Items {
+			p := &list.Items[i]
+			if p.Namespace == own || p.DeletionTimestamp != nil || !slices.Contains(podAddrs(p), a) {
+				continue
+			}
+			labels, ok := nsLabels[p.Namespace]
+			if !ok {
+				if ns, err := kube.CoreV1().Namespaces().Get(ctx, p.Namespace, metav1.GetOptions{}); err == nil {
+					labels = ns.Labels
+				}
+				nsLabels[p.Namespace] = labels
+			}
+			if mesh.AmbientOf(p, labels).Mode == mesh.AmbientCaptured {
+				seen[a] = p.Namespace + "/" + p.Name
+			}
+		}
+		return seen[a]
+	}
 }

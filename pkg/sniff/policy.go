@@ -324,6 +324,20 @@ type PodContext struct {
 	// (NAMESPACE/NAME) by address.
 	Ambient      bool
 	AmbientPeers map[netip.Addr]string
+	// LookupAmbientPeer, when set, names an enrolled pod of another
+	// namespace by address ("" when the address is no such pod).
+	LookupAmbientPeer func(netip.Addr) string
+}
+
+// ambientPeer names the enrolled pod at a ("" when none is known).
+func (pc *PodContext) ambientPeer(a netip.Addr) string {
+	if p := pc.AmbientPeers[a]; p != "" {
+		return p
+	}
+	if pc.LookupAmbientPeer == nil || slices.Contains(pc.IPs, a) {
+		return ""
+	}
+	return pc.LookupAmbientPeer(a)
 }
 
 // istio-cni's HOST_PROBE_SNAT_ADDRESS defaults: on the node it rewrites the
@@ -360,10 +374,14 @@ func (pc *PodContext) context(e *flowEvidence) string {
 // and another enrolled pod off HBONE's port ("" for other flows).
 func (pc *PodContext) bypassPeer(e *flowEvidence) string {
 	switch {
-	case slices.Contains(pc.IPs, e.Client.Addr()) && pc.AmbientPeers[e.Server.Addr()] != "":
-		return fmt.Sprintf("from the captured pod to enrolled pod %s (%s) on port %d, not through ztunnel's HBONE (15008)", pc.AmbientPeers[e.Server.Addr()], e.Server.Addr(), e.Server.Port())
-	case slices.Contains(pc.IPs, e.Server.Addr()) && pc.AmbientPeers[e.Client.Addr()] != "":
-		return fmt.Sprintf("from enrolled pod %s (%s) to the captured pod on port %d, not through ztunnel's HBONE (15008)", pc.AmbientPeers[e.Client.Addr()], e.Client.Addr(), e.Server.Port())
+	case slices.Contains(pc.IPs, e.Client.Addr()):
+		if peer := pc.ambientPeer(e.Server.Addr()); peer != "" {
+			return fmt.Sprintf("from the captured pod to enrolled pod %s (%s) on port %d, not through ztunnel's HBONE (15008)", peer, e.Server.Addr(), e.Server.Port())
+		}
+	case slices.Contains(pc.IPs, e.Server.Addr()):
+		if peer := pc.ambientPeer(e.Client.Addr()); peer != "" {
+			return fmt.Sprintf("from enrolled pod %s (%s) to the captured pod on port %d, not through ztunnel's HBONE (15008)", peer, e.Client.Addr(), e.Server.Port())
+		}
 	}
 	return ""
 }

@@ -535,4 +535,37 @@ func TestNewPodContextAmbient(t *testing.T) {
 	if got, want := peers(NewPodContext(context.Background(), kube, []*corev1.Pod{backend})), "ambient=false sidecar=false peers=[]"; got != want {
 		t.Errorf("namespace not enrolled: %s, want %s", got, want)
 	}
+
+	// Enrolled pods of other namespaces are looked up by address, once.
+	other := func(ns, name, ip string) *corev1.Pod { p := pod(name, ip, nil, false); p.Namespace = ns; return p }
+	all := append(objs(map[string]string{"istio.io/dataplane-mode": "ambient"}),
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "pay", Labels: map[string]string{"istio.io/dataplane-mode": "ambient"}}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "plain"}},
+		other("pay", "checkout-1", "10.2.0.4"), other("plain", "cron-1", "10.2.0.5"))
+	kube = fake.NewClientset(all...)
+	pc := NewPodContext(context.Background(), kube, []*corev1.Pod{backend})
+	lists := func() int {
+		n := 0
+		for _, a := range kube.Actions() {
+			if a.GetVerb() == "list" && a.GetNamespace() == "" && a.GetResource().Resource == "pods" {
+				n++
+			}
+		}
+		return n
+	}
+	before := lists()
+	for _, tt := range []struct{ ip, want string }{
+		{"10.2.0.4", "pay/checkout-1"}, {"10.2.0.4", "pay/checkout-1"}, // the second from memory
+		{"10.2.0.5", ""},  // its namespace is not enrolled
+		{"10.1.0.9", ""},  // in the captured pod's namespace, with a sidecar
+		{"192.0.2.1", ""}, // no pod
+		{"10.1.0.5", "shop/frontend-app-1"},
+	} {
+		if got := pc.ambientPeer(netip.MustParseAddr(tt.ip)); got != tt.want {
+			t.Errorf("ambientPeer(%s) = %q, want %q", tt.ip, got, tt.want)
+		}
+	}
+	if n := lists() - before; n != 4 {
+		t.Errorf("%d pod LISTs for 4 new addresses, want 4", n)
+	}
 }

@@ -14,6 +14,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -235,6 +236,40 @@ func TestAmbientHBONE(t *testing.T) {
 	}
 	if named == 0 {
 		t.Errorf("no mesh-bypass flow:\n%s", rep)
+	}
+
+	// 3. The same from an enrolled pod of another namespace, whose Service
+	// "backend" has the backend pod as its endpoint: named too, found by
+	// its address.
+	if err := env.Kube.AppsV1().Deployments(ns).Delete(ctx, "frontend-bypass", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	far := env.Namespace(t, map[string]string{"istio.io/dataplane-mode": "ambient"})
+	farSvc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: far, Name: podnet.BackendService},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(80)}}}}
+	if _, err := env.Kube.CoreV1().Services(far).Create(ctx, farSvc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ready, port, proto := true, int32(80), corev1.ProtocolTCP
+	slice := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: far, Name: "backend-far", Labels: map[string]string{discoveryv1.LabelServiceName: podnet.BackendService}},
+		AddressType: discoveryv1.AddressTypeIPv4, Ports: []discoveryv1.EndpointPort{{Name: ptrTo("http"), Port: &port, Protocol: &proto}},
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{backend.Status.PodIP}, Conditions: discoveryv1.EndpointConditions{Ready: &ready},
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: backend.Name}}}}
+	if _, err := env.Kube.DiscoveryV1().EndpointSlices(far).Create(ctx, slice, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	farClient := extraFrontend(t, env, far, "bypass", map[string]string{podnet.BypassAnnotation: "true"}, "")
+	waitCalls(t, env, far, farClient.Name, " plaintext ", 3)
+	rep, _ = capture("bypass-far")
+	named = 0
+	for _, f := range rep.flows {
+		if f.Rule == "mesh-bypass" && strings.HasPrefix(f.Src, farClient.Status.PodIP+":") &&
+			strings.Contains(f.Evidence, "from enrolled pod "+far+"/"+farClient.Name+" ("+farClient.Status.PodIP+") to the captured pod on port 80") {
+			named++
+		}
+	}
+	if rep.verdict != "mixed" || named == 0 {
+		t.Errorf("a bypassing client of namespace %s: verdict %s, %d flows naming it\n%s", far, rep.verdict, named, rep)
 	}
 }
 
