@@ -31,12 +31,13 @@ import (
 
 // The waypoint stand-in: for each Running waypoint pod istiod deploys
 // (pods labelled with the istio-waypoint class), an HBONE listener on its
-// 15008 that takes CONNECT to a Service's address, applies the mesh's
-// VirtualServices to each HTTP request in the stream (L7, as a waypoint's
-// Envoy does) and sends it on as HBONE from the waypoint's own identity to
-// the chosen pod. A captured pod's calls to a Service that a waypoint
-// serves (istio.io/use-waypoint on the Service, else its namespace) go to
-// that waypoint instead of straight to an endpoint.
+// 15008 that takes CONNECT to a Service's address, routes each HTTP
+// request in the stream (L7, as a waypoint's Envoy does) by the HTTPRoutes
+// whose parent is that Service, else by the mesh's VirtualServices, and
+// sends it on as HBONE from the waypoint's own identity to the chosen pod.
+// A captured pod's calls to a Service that a waypoint serves
+// (istio.io/use-waypoint on the Service, else its namespace) go to that
+// waypoint instead of straight to an endpoint.
 
 const appWaypoint = "waypoint"
 
@@ -138,7 +139,7 @@ func (d *daemon) startWaypoint(ctx context.Context, kp *corev1.Pod, addr netip.A
 		return in, nil
 	}, p.proxyLog.Printf)
 	p.hbone.Store(st)
-	p.proxyLog.Printf("waypoint: HBONE on %s as %s; routes each request by the mesh's VirtualServices", hostPort, st.id)
+	p.proxyLog.Printf("waypoint: HBONE on %s as %s; routes each request by the Service's HTTPRoutes, else the mesh's VirtualServices", hostPort, st.id)
 	d.cfg.logf("pod %s/%s: waypoint in %s, HBONE on %s (%s)", p.namespace, p.name, p.net.NS, hostPort, st.id)
 	return p, nil
 }
@@ -169,7 +170,8 @@ func (d *daemon) serviceAt(target string) (*corev1.Service, int, error) {
 }
 
 // waypointServe reads HTTP requests from one CONNECT stream to svc:port,
-// routes each as the mesh's VirtualServices say, and writes the answers.
+// routes each by the Service's HTTPRoutes, else the mesh's
+// VirtualServices, and writes the answers.
 func (d *daemon) waypointServe(p *pod, st *hboneState, svc *corev1.Service, port int, conn net.Conn) {
 	defer conn.Close()
 	br := bufio.NewReader(conn)
