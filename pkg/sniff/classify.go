@@ -44,8 +44,10 @@ func (a *Analyzer) decide(f *flow, dir int, full bool) {
 		}
 	}
 	if kind == kindPending && full {
-		if !h.walker.Broken && h.walker.Records >= minRecords || h.walker.whole(len(h.buf)) {
+		if !h.walker.Broken && h.walker.Records >= minRecords {
 			kind = kindTLS
+		} else if h.walker.whole() {
+			kind, h.wholeOnly = kindTLS, true
 		} else if hs := scanHTTP(h.buf); hs.Result == tlsYes {
 			kind, h.http = kindHTTP, hs
 		} else {
@@ -79,7 +81,7 @@ func (a *Analyzer) event(f *flow, dir int, kind EventKind) Event {
 	ev := Event{Time: a.now, Kind: kind, Src: src, Dst: dst}
 	ev.Protocol, ev.Detail = describe(h)
 	e := f.evidence()
-	e.Context = a.cfg.Pod.context(&e)
+	e.Context = a.cfg.Pod.context(&e, false)
 	r := ruleFor(&e)
 	ev.Verdict = r.Verdict
 	return ev

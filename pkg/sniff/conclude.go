@@ -53,7 +53,7 @@ func (l *summaryList) slice() []FlowSummary {
 // conclude applies the policy to one finished flow and files its summary.
 func (a *Analyzer) conclude(e flowEvidence, fs *FlowSummary) {
 	if e.Context == "" {
-		e.Context = a.cfg.Pod.context(&e)
+		e.Context = a.cfg.Pod.context(&e, true)
 	}
 	if e.Hello == helloIstio && (len(a.istioServers) < maxIstioServers || a.istioServers[e.Server] > 0) {
 		a.istioServers[e.Server]++

@@ -7,8 +7,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -164,22 +166,32 @@ func parsePorts(s string) []uint16 {
 	return out
 }
 
+// maxPeerLookups caps the API calls one capture spends naming bypass
+// peers of other namespaces.
+const maxPeerLookups = 32
+
 // ambientPeerLookup finds the enrolled pod of another namespace than own
-// at an address, one pod LIST by status.podIP (and one namespace GET) per
-// address, remembered; refused reads name nothing.
+// at an address: one pod LIST by status.podIP (and one namespace GET) per
+// address, remembered, at most maxPeerLookups, each within 2 s; a refused
+// list stops the lookups. The API server matches status.podIP against a
+// pod's first address only, so a dual-stack peer is found by that one.
 func ambientPeerLookup(ctx context.Context, kube kubernetes.Interface, own string) func(netip.Addr) string {
 	var mu sync.Mutex
 	seen := map[netip.Addr]string{}
 	nsLabels := map[string]map[string]string{}
+	stopped := false
 	return func(a netip.Addr) string {
 		mu.Lock()
 		defer mu.Unlock()
-		if name, ok := seen[a]; ok {
+		if name, ok := seen[a]; ok || stopped || len(seen) >= maxPeerLookups {
 			return name
 		}
 		seen[a] = ""
-		list, err := kube.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{FieldSelector: "status.podIP=" + a.String()})
+		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		list, err := kube.CoreV1().Pods(metav1.NamespaceAll).List(lctx, metav1.ListOptions{FieldSelector: "status.podIP=" + a.String()})
 		if err != nil {
+			stopped = apierrors.IsForbidden(err)
 			return ""
 		}
 		for i := range list.Items {
@@ -189,7 +201,7 @@ func ambientPeerLookup(ctx context.Context, kube kubernetes.Interface, own strin
 			}
 			labels, ok := nsLabels[p.Namespace]
 			if !ok {
-				if ns, err := kube.CoreV1().Namespaces().Get(ctx, p.Namespace, metav1.GetOptions{}); err == nil {
+				if ns, err := kube.CoreV1().Namespaces().Get(lctx, p.Namespace, metav1.GetOptions{}); err == nil {
 					labels = ns.Labels
 				}
 				nsLabels[p.Namespace] = labels

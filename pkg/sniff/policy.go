@@ -329,12 +329,16 @@ type PodContext struct {
 	LookupAmbientPeer func(netip.Addr) string
 }
 
-// ambientPeer names the enrolled pod at a ("" when none is known).
-func (pc *PodContext) ambientPeer(a netip.Addr) string {
+// ambientPeer names the enrolled pod at a ("" when none is known); with
+// lookup, addresses of other namespaces are looked up, bar those no pod of
+// the pod network has (the node's, link-local ones, istio-cni's probe
+// address).
+func (pc *PodContext) ambientPeer(a netip.Addr, lookup bool) string {
 	if p := pc.AmbientPeers[a]; p != "" {
 		return p
 	}
-	if pc.LookupAmbientPeer == nil || slices.Contains(pc.IPs, a) {
+	if !lookup || pc.LookupAmbientPeer == nil || slices.Contains(pc.IPs, a) || a == pc.NodeIP ||
+		a.IsLinkLocalUnicast() || a.IsLoopback() || a.IsMulticast() || a.IsUnspecified() || a == ambientProbeSNAT6 {
 		return ""
 	}
 	return pc.LookupAmbientPeer(a)
@@ -351,10 +355,14 @@ var (
 // bypassContext starts the context of a flow that went around ztunnel.
 const bypassContext = "mesh bypass: "
 
-// context explains why pod facts make a mid-stream flow Istio's.
-func (pc *PodContext) context(e *flowEvidence) string {
+// context explains why pod facts make a mid-stream flow Istio's, or name
+// a mesh bypass. lookup allows asking the API for a peer of another
+// namespace: only for a finished flow that would be a bypass, never while
+// packets are being read.
+func (pc *PodContext) context(e *flowEvidence, lookup bool) string {
 	if pc != nil && pc.Ambient && e.Transport == "tcp" && e.Server.Port() != hbonePort {
-		if peer := pc.bypassPeer(e); peer != "" {
+		lookup = lookup && e.Hello == helloNone && !e.NoHandshake && e.Cipher == "" && (e.Data || e.Cleartext != "")
+		if peer := pc.bypassPeer(e, lookup); peer != "" {
 			return bypassContext + peer
 		}
 	}
@@ -372,14 +380,14 @@ func (pc *PodContext) context(e *flowEvidence) string {
 
 // bypassPeer names the enrolled peer of a flow between the captured pod
 // and another enrolled pod off HBONE's port ("" for other flows).
-func (pc *PodContext) bypassPeer(e *flowEvidence) string {
+func (pc *PodContext) bypassPeer(e *flowEvidence, lookup bool) string {
 	switch {
 	case slices.Contains(pc.IPs, e.Client.Addr()):
-		if peer := pc.ambientPeer(e.Server.Addr()); peer != "" {
+		if peer := pc.ambientPeer(e.Server.Addr(), lookup); peer != "" {
 			return fmt.Sprintf("from the captured pod to enrolled pod %s (%s) on port %d, not through ztunnel's HBONE (15008)", peer, e.Server.Addr(), e.Server.Port())
 		}
 	case slices.Contains(pc.IPs, e.Server.Addr()):
-		if peer := pc.ambientPeer(e.Client.Addr()); peer != "" {
+		if peer := pc.ambientPeer(e.Client.Addr(), lookup); peer != "" {
 			return fmt.Sprintf("from enrolled pod %s (%s) to the captured pod on port %d, not through ztunnel's HBONE (15008)", peer, e.Client.Addr(), e.Server.Port())
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -18,9 +19,11 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/net/dns/dnsmessage"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 // Datagram frames are built with gopacket's serializer, an implementation
@@ -362,6 +365,29 @@ func TestRealMeshFailures(t *testing.T) {
 		if rep := policyReport(t, Config{}, short); rep.Verdict != VerdictUnknown {
 			t.Errorf("a partial record: verdict %s; want UNKNOWN\n%s", rep.Verdict, summary(t, rep))
 		}
+		// Elsewhere than 15008, whole records each way are TLS, Istio unproven.
+		other := newConv(LinkTypeEthernet, "10.1.0.5:40988", "10.1.0.7:9000").send(true, ping(0x5a), 1000).send(false, ping(0x04), 1000).frames
+		if rep := policyReport(t, Config{}, other); rep.Verdict != VerdictEncryptedUnproven {
+			t.Errorf("whole records to :9000: verdict %s; want ENCRYPTED (TLS, Istio not proven)\n%s", rep.Verdict, summary(t, rep))
+		}
+		// One record-shaped reply to binary bytes proves nothing: between
+		// enrolled pods it is still a bypass, into a sidecar still unknown.
+		binary := bytes.Repeat([]byte{0x00, 0xfe, 0x13}, 16)
+		reply := append([]byte{0x17, 0x03, 0x03, 0x00, 0x20}, bytes.Repeat([]byte{0x42}, 0x20)...)
+		oneWay := newConv(LinkTypeEthernet, "10.1.0.5:41000", "10.1.0.7:9000").handshake().send(true, binary, 1000).send(false, reply, 1000).fin().frames
+		if rep := policyReport(t, Config{Pod: ambientPod()}, oneWay); rep.Verdict != VerdictPlaintext || len(rep.Flows) != 1 || rep.Flows[0].Rule != "mesh-bypass" {
+			t.Errorf("a record-shaped reply between enrolled pods: verdict %s; want PLAINTEXT by mesh-bypass\n%s", rep.Verdict, summary(t, rep))
+		}
+		sidecar := &PodContext{IPs: []netip.Addr{netip.MustParseAddr("10.1.0.7")}, Sidecar: true}
+		if rep := policyReport(t, Config{Pod: sidecar}, oneWay); rep.Verdict != VerdictUnknown {
+			t.Errorf("a record-shaped reply into a sidecar: verdict %s; want UNKNOWN\n%s", rep.Verdict, summary(t, rep))
+		}
+		// Each record must have room for an AEAD tag: bodies of 1 and 16
+		// bytes are no TLS 1.3 records.
+		tiny := append(append([]byte{0x17, 0x03, 0x03, 0x00, 0x01, 0x00}, 0x17, 0x03, 0x03, 0x00, 0x10), bytes.Repeat([]byte{0x42}, 0x10)...)
+		if rep := policyReport(t, Config{}, newConv(LinkTypeEthernet, "10.1.0.5:40988", "10.1.0.7:15008").send(true, tiny, 1000).frames); rep.Verdict == VerdictEncryptedIstio {
+			t.Errorf("records of 1 and 16 bytes: verdict %s; want no proof\n%s", rep.Verdict, summary(t, rep))
+		}
 		// Nor do a few bytes that happen to start like a record header.
 		chance := newConv(LinkTypeEthernet, "10.1.0.5:40988", "10.1.0.7:9000").send(true, []byte{0x17, 0x03, 0x03, 0x00, 0x01, 0x41}, 1000).frames
 		if rep := policyReport(t, Config{}, chance); rep.Verdict != VerdictUnknown {
@@ -561,11 +587,38 @@ func TestNewPodContextAmbient(t *testing.T) {
 		{"192.0.2.1", ""}, // no pod
 		{"10.1.0.5", "shop/frontend-app-1"},
 	} {
-		if got := pc.ambientPeer(netip.MustParseAddr(tt.ip)); got != tt.want {
+		if got := pc.ambientPeer(netip.MustParseAddr(tt.ip), true); got != tt.want {
 			t.Errorf("ambientPeer(%s) = %q, want %q", tt.ip, got, tt.want)
 		}
 	}
 	if n := lists() - before; n != 4 {
 		t.Errorf("%d pod LISTs for 4 new addresses, want 4", n)
+	}
+	// No lookup while packets are read, nor for addresses no pod has.
+	before = lists()
+	for _, a := range []string{"10.2.0.6", "169.254.7.127", "10.243.0.2", "127.0.0.1"} {
+		lookup := a != "10.2.0.6"
+		if got := pc.ambientPeer(netip.MustParseAddr(a), lookup); got != "" {
+			t.Errorf("ambientPeer(%s, %t) = %q, want none", a, lookup, got)
+		}
+	}
+	if n := lists() - before; n != 0 {
+		t.Errorf("%d pod LISTs, want none", n)
+	}
+	// A refused list stops the lookups.
+	kube = fake.NewClientset(all...)
+	kube.PrependReactor("list", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetNamespace() == "" {
+			return true, nil, apierrors.NewForbidden(a.GetResource().GroupResource(), "", errors.New("no"))
+		}
+		return false, nil, nil
+	})
+	pc = NewPodContext(context.Background(), kube, []*corev1.Pod{backend})
+	before = lists()
+	for _, a := range []string{"10.2.0.4", "10.2.0.5"} {
+		_ = pc.ambientPeer(netip.MustParseAddr(a), true)
+	}
+	if n := lists() - before; n != 1 {
+		t.Errorf("%d pod LISTs after a refusal, want 1", n)
 	}
 }

@@ -30,7 +30,11 @@ type half struct {
 	tls      tlsInfo
 	http     httpScan
 	walker   recordWalker
-	grep     *matcher
+	// wholeOnly: judged TLS only because its few bytes are whole records
+	// (recordWalker.whole), evidence that counts only if the other
+	// direction is TLS too or silent.
+	wholeOnly bool
+	grep      *matcher
 	hits     int
 	holes    int
 	fin      bool
@@ -223,10 +227,16 @@ func (f *flow) evidence() flowEvidence {
 		if h.payload > 0 {
 			e.Data = true
 		}
-		if h.kind != kindTLS {
+		kind := h.kind
+		if other := &f.dirs[1-i]; kind == kindTLS && h.wholeOnly && other.payload > 0 && other.kind != kindTLS {
+			// A few record-shaped bytes answering bytes of another kind
+			// prove nothing: this direction counts as unrecognised.
+			kind = kindUnknown
+		}
+		if kind != kindTLS {
 			e.GrepHits += h.hits
 		}
-		switch h.kind {
+		switch kind {
 		case kindHTTP:
 			e.Cleartext = h.http.Proto
 		case kindTLS:

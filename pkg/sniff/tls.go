@@ -316,18 +316,23 @@ type recordWalker struct {
 	hdr     [5]byte
 	hdrLen  int
 	remain  int // body bytes left in the current record
+	MinBody int // the smallest record body seen
 	Records int
 	AppData int
 	Broken  bool
 }
 
 // whole says the bytes fed so far are application-data records that end
-// exactly where the bytes do, the longest of them with room for an AEAD
-// tag: a short, idle flow (an HTTP/2 PING each way on a pooled connection)
-// shows no more than that, and chance bytes do not line up so.
-func (w *recordWalker) whole(n int) bool {
-	return !w.Broken && w.Records > 0 && w.AppData == w.Records && w.hdrLen == 0 && w.remain == 0 && n >= 5*w.Records+17
+// exactly where the bytes do, each with room for an AEAD tag and more: a
+// short, idle flow (an HTTP/2 PING each way on a pooled connection) shows
+// no more than that, and chance bytes seldom line up so.
+func (w *recordWalker) whole() bool {
+	return !w.Broken && w.Records > 0 && w.AppData == w.Records && w.hdrLen == 0 && w.remain == 0 && w.MinBody >= minAEADRecord
 }
+
+// minAEADRecord is the smallest TLS 1.3 record body: a content-type byte
+// and a 16-byte AEAD tag (TLS 1.2's AEAD ciphers need as much or more).
+const minAEADRecord = 17
 
 func (w *recordWalker) feed(b []byte) {
 	for len(b) > 0 && !w.Broken {
@@ -349,6 +354,9 @@ func (w *recordWalker) feed(b []byte) {
 		}
 		w.hdrLen = 0
 		w.remain = int(binary.BigEndian.Uint16(w.hdr[3:5]))
+		if w.Records == 0 || w.remain < w.MinBody {
+			w.MinBody = w.remain
+		}
 		w.Records++
 		if w.hdr[0] == recApplicationData {
 			w.AppData++
