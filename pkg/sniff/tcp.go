@@ -24,26 +24,26 @@ type half struct {
 	pending []pendingSeg
 	pendBuf int
 
-	kind     dirKind
-	text     bool // unrecognised, but printable text: plaintext
-	buf      []byte
-	tls      tlsInfo
-	http     httpScan
-	walker   recordWalker
+	kind   dirKind
+	text   bool // unrecognised, but printable text: plaintext
+	buf    []byte
+	tls    tlsInfo
+	http   httpScan
+	walker recordWalker
 	// wholeOnly: judged TLS only because its few bytes are whole records
 	// (recordWalker.whole), evidence that counts only if the other
 	// direction is TLS too or silent.
 	wholeOnly bool
 	grep      *matcher
-	hits     int
-	holes    int
-	fin      bool
-	payload  int
-	lastSeq  uint32
-	lastAck  uint32
-	lastFlag uint8
-	lastLen  int
-	anyPkt   bool
+	hits      int
+	holes     int
+	fin       bool
+	payload   int
+	lastSeq   uint32
+	lastAck   uint32
+	lastFlag  uint8
+	lastLen   int
+	anyPkt    bool
 }
 
 type flowKey struct {
