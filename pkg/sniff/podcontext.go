@@ -1,6 +1,7 @@
 package sniff
 
 import (
+	"cmp"
 	"context"
 	"net/netip"
 	"slices"
@@ -31,7 +32,7 @@ const (
 // is named; without the namespace, only pod labels enrol.
 func NewPodContext(ctx context.Context, kube kubernetes.Interface, pods []*corev1.Pod) *PodContext {
 	pc := &PodContext{Sidecar: len(pods) > 0, Ambient: len(pods) > 0}
-	ports := map[uint16]bool{}
+	pc.ProbeRequests = map[uint16][]string{}
 	var nsLabels map[string]string
 	if kube != nil && len(pods) > 0 {
 		// Best effort: without the namespace, pod labels alone enrol.
@@ -46,13 +47,8 @@ func NewPodContext(ctx context.Context, kube kubernetes.Interface, pods []*corev
 			pc.NodeIP = a
 		}
 		pc.Sidecar = pc.Sidecar && mesh.HasSidecar(pod)
-		for _, p := range probePorts(pod) {
-			ports[p] = true
-		}
+		probeRequests(pod, pc.ProbeRequests)
 		pc.ExcludedInbound = append(pc.ExcludedInbound, excludedInbound(pod)...)
-	}
-	for p := range ports {
-		pc.ProbePorts = append(pc.ProbePorts, p)
 	}
 	if !pc.Sidecar && !pc.Ambient || kube == nil || len(pods) == 0 {
 		return pc
@@ -98,27 +94,33 @@ func podAddrs(pod *corev1.Pod) []netip.Addr {
 	return out
 }
 
-// probePorts are the numeric ports of the pod's HTTP, TCP and gRPC probes
-// (named ports are resolved against the container's ports).
-func probePorts(pod *corev1.Pod) []uint16 {
-	var out []uint16
+// probeRequests are what the kubelet sends for the pod's probes, by port
+// (named ports resolved against the container's ports): "GET PATH" for an
+// HTTP probe, ProbeTCP for a TCP one, ProbeGRPC for a gRPC one.
+func probeRequests(pod *corev1.Pod, out map[uint16][]string) {
 	cs := append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...)
 	for _, c := range cs {
 		for _, pr := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe, c.StartupProbe} {
 			if pr == nil {
 				continue
 			}
+			var ports []uint16
+			var what string
 			switch {
 			case pr.HTTPGet != nil:
-				out = append(out, resolvePort(c, pr.HTTPGet.Port.IntValue(), pr.HTTPGet.Port.StrVal)...)
+				ports, what = resolvePort(c, pr.HTTPGet.Port.IntValue(), pr.HTTPGet.Port.StrVal), "GET "+cmp.Or(pr.HTTPGet.Path, "/")
 			case pr.TCPSocket != nil:
-				out = append(out, resolvePort(c, pr.TCPSocket.Port.IntValue(), pr.TCPSocket.Port.StrVal)...)
+				ports, what = resolvePort(c, pr.TCPSocket.Port.IntValue(), pr.TCPSocket.Port.StrVal), ProbeTCP
 			case pr.GRPC != nil:
-				out = append(out, uint16(pr.GRPC.Port))
+				ports, what = []uint16{uint16(pr.GRPC.Port)}, ProbeGRPC
+			}
+			for _, p := range ports {
+				if !slices.Contains(out[p], what) {
+					out[p] = append(out[p], what)
+				}
 			}
 		}
 	}
-	return out
 }
 
 func resolvePort(c corev1.Container, n int, name string) []uint16 {

@@ -30,6 +30,8 @@ type flowEvidence struct {
 	Client, Server netip.AddrPort
 	// Cleartext names a recognised cleartext protocol (HTTP/1.1, h2c, DNS, text).
 	Cleartext string
+	// Request is an HTTP/1.x request line's method and target ("GET /ready").
+	Request string
 	// GrepHits counts --grep hits outside TLS streams.
 	GrepHits int
 	Hello    helloKind
@@ -172,13 +174,14 @@ var infraRules = []infraRule{
 		}},
 	{"istio-local", "to 15000, 15004 or 15053: the Istio agent's local ports (Envoy admin, debug, DNS proxy)",
 		func(e *flowEvidence, _ *PodContext) bool { return slices.Contains(istioLocalPorts, e.Server.Port()) }},
-	{"kubelet-probe", "live capture: from the node's IP (for a pod in ambient mode, istio-cni's probe address 169.254.7.127, to which it rewrites the kubelet's source) to a port the pod's spec probes",
+	{"kubelet-probe", "live capture: from the node's IP (for a pod in ambient mode, istio-cni's probe address 169.254.7.127, to which it rewrites the source of every connection from the node) to a port the pod's spec probes, as that probe: GET of its path, a bare TCP connection, or gRPC",
 		func(e *flowEvidence, pod *PodContext) bool {
-			if pod == nil || !slices.Contains(pod.ProbePorts, e.Server.Port()) || !slices.Contains(pod.IPs, e.Server.Addr()) {
+			if pod == nil || !slices.Contains(pod.IPs, e.Server.Addr()) {
 				return false
 			}
 			c := e.Client.Addr()
-			return pod.NodeIP.IsValid() && c == pod.NodeIP || pod.Ambient && (c == ambientProbeSNAT4 || c == ambientProbeSNAT6)
+			return (pod.NodeIP.IsValid() && c == pod.NodeIP || pod.Ambient && (c == ambientProbeSNAT4 || c == ambientProbeSNAT6)) &&
+				probeShaped(e, pod.ProbeRequests[e.Server.Port()])
 		}},
 	{"cluster-dns", "DNS on port 53: Istio does not carry DNS, so it is cleartext with or without the mesh",
 		func(e *flowEvidence, _ *PodContext) bool {
@@ -314,8 +317,9 @@ type PodContext struct {
 	// ExcludedInbound) and their outbound traffic to meshed pods are mTLS.
 	Sidecar         bool
 	ExcludedInbound []uint16
-	// ProbePorts are the ports the pods' probes use.
-	ProbePorts []uint16
+	// ProbeRequests are what the kubelet sends for the pods' probes, by
+	// port: "GET PATH", ProbeTCP or ProbeGRPC.
+	ProbeRequests map[uint16][]string
 	// MeshedPeers are addresses of other pods that run a sidecar.
 	MeshedPeers []netip.Addr
 	// Ambient: the pods are enrolled in ambient mode (mesh.AmbientOf says
@@ -342,6 +346,35 @@ func (pc *PodContext) ambientPeer(a netip.Addr, lookup bool) string {
 		return ""
 	}
 	return pc.LookupAmbientPeer(a)
+}
+
+// What a TCP and a gRPC probe send, in PodContext.ProbeRequests.
+const (
+	ProbeTCP  = "tcp"
+	ProbeGRPC = "grpc"
+)
+
+// probeShaped says whether a flow is one of the kubelet's probes of its
+// port: anything else from the node (a host-network agent calling the app)
+// is application traffic, even on a probed port.
+func probeShaped(e *flowEvidence, probes []string) bool {
+	for _, p := range probes {
+		switch p {
+		case ProbeTCP:
+			if !e.Data {
+				return true
+			}
+		case ProbeGRPC:
+			if !e.Data || e.Cleartext == "HTTP/2 (h2c)" {
+				return true
+			}
+		default:
+			if e.Request == p {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // istio-cni's HOST_PROBE_SNAT_ADDRESS defaults: on the node it rewrites the

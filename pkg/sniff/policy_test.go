@@ -237,7 +237,7 @@ func TestFlowRules(t *testing.T) {
 func TestInfraRules(t *testing.T) {
 	mtls := mtlsChunks(t)
 	node := netip.MustParseAddr("10.243.0.2")
-	pod := &PodContext{IPs: []netip.Addr{netip.MustParseAddr("10.1.0.7")}, NodeIP: node, ProbePorts: []uint16{8080}, Sidecar: true}
+	pod := &PodContext{IPs: []netip.Addr{netip.MustParseAddr("10.1.0.7")}, NodeIP: node, ProbeRequests: map[uint16][]string{8080: {"GET /ready"}}, Sidecar: true}
 	app := newConv(LinkTypeEthernet, "10.1.0.5:40000", "10.1.0.7:80").handshake().play(mtls, 1000).fin().frames
 	tests := []struct {
 		rule   string
@@ -279,19 +279,31 @@ func TestInfraRules(t *testing.T) {
 	// where they are seen; from that address to a pod not in ambient mode,
 	// or to a port nothing probes, it is no probe.
 	amb := ambientPod()
-	amb.ProbePorts = []uint16{8080}
+	amb.ProbeRequests = map[uint16][]string{8080: {"GET /ready"}, 9000: {ProbeTCP}}
 	hbone := midstream("10.1.0.5:40000", "10.1.0.7:15008")
 	if rep := policyReport(t, Config{Pod: amb}, hbone, probe("169.254.7.127:50006", "10.1.0.7:8080", "/ready")); rep.Verdict != VerdictEncryptedIstio ||
 		len(rep.Infra) != 1 || rep.Infra[0].Infra != "kubelet-probe" {
 		t.Errorf("ambient probe: verdict %s, infra %v; want ENCRYPTED (Istio HBONE) and the probe apart\n%s", rep.Verdict, rep.Infra, summary(t, rep))
 	}
-	amb6 := &PodContext{IPs: []netip.Addr{netip.MustParseAddr("fd00::7")}, Ambient: true, ProbePorts: []uint16{8080}}
+	amb6 := &PodContext{IPs: []netip.Addr{netip.MustParseAddr("fd00::7")}, Ambient: true, ProbeRequests: map[uint16][]string{8080: {"GET /ready"}}}
 	if rep := policyReport(t, Config{Pod: amb6}, probe("[fd16:9254:7127:1337:ffff:ffff:ffff:ffff]:50006", "[fd00::7]:8080", "/ready")); len(rep.Infra) != 1 {
 		t.Errorf("ambient probe over IPv6: infra %v; want the probe apart\n%s", rep.Infra, summary(t, rep))
 	}
+	tcpProbe := newConv(LinkTypeEthernet, "169.254.7.127:50007", "10.1.0.7:9000").handshake().fin().frames
+	if rep := policyReport(t, Config{Pod: amb}, hbone, tcpProbe); len(rep.Infra) != 1 || rep.Infra[0].Infra != "kubelet-probe" {
+		t.Errorf("ambient TCP probe: infra %v; want it apart\n%s", rep.Infra, summary(t, rep))
+	}
+	// istio-cni rewrites every connection from the node, not only the
+	// kubelet's: what is not the probe itself stays application traffic.
+	order := newConv(LinkTypeEthernet, "169.254.7.127:50008", "10.1.0.7:8080").handshake().
+		send(true, []byte("POST /orders HTTP/1.1\r\nHost: shop\r\nContent-Length: 2\r\n\r\n{}"), 1000).
+		send(false, []byte("HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"), 1000).fin().frames
 	for name, frames := range map[string][]frame{
-		"to a sidecar pod":    probe("169.254.7.127:50006", "10.1.0.7:8080", "/ready"),
-		"to an unprobed port": probe("169.254.7.127:50006", "10.1.0.7:9090", "/ready"),
+		"to a sidecar pod":              probe("169.254.7.127:50006", "10.1.0.7:8080", "/ready"),
+		"to an unprobed port":           probe("169.254.7.127:50006", "10.1.0.7:9090", "/ready"),
+		"to another path":               probe("169.254.7.127:50006", "10.1.0.7:8080", "/admin"),
+		"a POST to the probed port":     order,
+		"with data to a TCP probe port": newConv(LinkTypeEthernet, "169.254.7.127:50009", "10.1.0.7:9000").handshake().send(true, []byte("PUT /cache HTTP/1.1\r\nHost: shop\r\n\r\n"), 100).fin().frames,
 	} {
 		cfg := Config{Pod: amb}
 		if name == "to a sidecar pod" {

@@ -239,6 +239,9 @@ func (f *flow) evidence() flowEvidence {
 		switch kind {
 		case kindHTTP:
 			e.Cleartext = h.http.Proto
+			if h.http.Request && e.Request == "" {
+				e.Request = h.http.Line
+			}
 		case kindTLS:
 			if h.tls.ClientHello {
 				e.Hello = helloOf(&h.tls, e.Server.Port())
