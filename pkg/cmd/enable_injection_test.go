@@ -362,7 +362,8 @@ func TestEnableInjectionWaypoint(t *testing.T) {
 			wantErrOut: "no workloads in shop need a restart\n" +
 				"waiting up to 300ms for the waypoint's deployment shop/waypoint\n",
 			wantErr: "waypoint shop/waypoint is not ready: deployment shop/waypoint is available, but istiod has not programmed the Gateway after 300ms " +
-				"(no Programmed condition for its current generation yet), so ztunnel does not send it traffic " +
+				"(no Programmed condition for its current generation yet), so ztunnel does not send it traffic; " +
+				"check the Gateway's conditions (kubectl get gateway waypoint -n shop -o yaml) and istiod's log, or wait longer with --timeout " +
 				"(gateway status: no conditions, so no controller has accepted it); the Gateway and the namespace label are in place",
 			wantLabels: "istio.io/dataplane-mode=ambient,istio.io/use-waypoint=waypoint", wantGWs: "waypoint:true"},
 		{name: "a named waypoint replaces the namespace's one",

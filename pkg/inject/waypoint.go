@@ -212,8 +212,9 @@ func (e *WaypointNotReadyError) Error() string {
 	var what string
 	switch {
 	case e.Unprogrammed != "":
-		what = fmt.Sprintf("deployment %s/%s is available, but istiod has not programmed the Gateway after %s (%s), so ztunnel does not send it traffic",
-			e.Namespace, e.Deployment.Name, e.Timeout, e.Unprogrammed)
+		what = fmt.Sprintf("deployment %s/%s is available, but istiod has not programmed the Gateway after %s (%s), so ztunnel does not send it traffic; "+
+			"check the Gateway's conditions (kubectl get gateway %s -n %s -o yaml) and istiod's log, or wait longer with --timeout",
+			e.Namespace, e.Deployment.Name, e.Timeout, e.Unprogrammed, e.Name, e.Namespace)
 	case e.Deployment == nil:
 		what = fmt.Sprintf("no Deployment %s in %s after %s: is istiod's gateway controller running? check the Gateway's status conditions: kubectl get gateway %[1]s -n %[2]s -o yaml",
 			e.Name, e.Namespace, e.Timeout)
@@ -306,13 +307,17 @@ func WaitWaypoint(ctx context.Context, kube kubernetes.Interface, dyn dynamic.In
 	if err == nil {
 		// Available is not enough: ztunnels route to a waypoint once istiod
 		// has programmed its Gateway (given it an address), for its spec.
-		var why string
-		var gw *unstructured.Unstructured
+		why := "the Gateway could not be read before the timeout"
+		var gw *unstructured.Unstructured // the last one read
 		perr := wait.PollUntilContextCancel(wctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-			var gerr error
-			if gw, gerr = dyn.Resource(traffic.Gateways).Namespace(ns).Get(ctx, name, metav1.GetOptions{}); gerr != nil {
+			got, gerr := dyn.Resource(traffic.Gateways).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+			switch {
+			case gerr != nil && ctx.Err() != nil:
+				return false, nil // the deadline, reported below
+			case gerr != nil:
 				return false, gatewayErr("get", ns, name, gerr)
 			}
+			gw = got
 			var ok bool
 			ok, why = mesh.WaypointProgrammed(gw)
 			return ok, nil

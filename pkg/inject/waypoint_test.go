@@ -161,7 +161,7 @@ func TestWaitWaypoint(t *testing.T) {
 		wantErr    string
 	}{
 		{"True", ""},
-		{"Unknown", "waypoint shop/waypoint is not ready: deployment shop/waypoint is available, but istiod has not programmed the Gateway after 300ms (Programmed=Unknown (Pending: Waiting for controller), so no controller has taken it), so ztunnel does not send it traffic (gateway status: Programmed=Unknown (Pending: Waiting for controller), so no controller has accepted it); the Gateway and the namespace label are in place"},
+		{"Unknown", "waypoint shop/waypoint is not ready: deployment shop/waypoint is available, but istiod has not programmed the Gateway after 300ms (Programmed=Unknown (Pending: Waiting for controller), so no controller has taken it), so ztunnel does not send it traffic; check the Gateway's conditions (kubectl get gateway waypoint -n shop -o yaml) and istiod's log, or wait longer with --timeout (gateway status: Programmed=Unknown (Pending: Waiting for controller), so no controller has accepted it); the Gateway and the namespace label are in place"},
 	} {
 		dyn := gatewayClient(gw(tt.programmed))
 		d, err := WaitWaypoint(t.Context(), kubefake.NewClientset(dep), dyn, "shop", "waypoint", 300*time.Millisecond)
