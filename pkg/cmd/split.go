@@ -346,7 +346,7 @@ func (o *SplitOptions) Run(ctx context.Context) error {
 		return err
 	}
 	traffic.WriteChanges(o.ErrOut, res.Changes, traffic.DryRun(o.DryRun))
-	if res.Attempts > 1 {
+	if res.Merged {
 		fmt.Fprintf(o.ErrOut, "objects changed while being updated; merged with the latest versions (%d attempts)\n", res.Attempts)
 	}
 	for _, n := range res.Notes {

@@ -2,6 +2,7 @@ package traffic
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -79,6 +80,11 @@ type SplitResult struct {
 	// Attempts counts read-modify-write rounds (more than one after a
 	// conflict).
 	Attempts int
+	// Merged says a later round read other specs than the first: someone
+	// else changed the routes meanwhile, and the split was merged into
+	// their version. A conflict over status alone (a controller such as
+	// istiod writing a route's status) is no such change.
+	Merged bool
 }
 
 // NoHistoryError is returned by --undo when there is nothing to restore.
@@ -152,6 +158,7 @@ func Split(ctx context.Context, c Clients, cfg SplitConfig) (*SplitResult, error
 	}
 	w := writer{dyn: c.Dynamic, dryRun: cfg.DryRun}
 	retriable := func(err error) bool { return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) }
+	var firstSpecs string
 	err = retry.OnError(retry.DefaultRetry, retriable, func() error {
 		res.Attempts++
 		var plan []planned
@@ -165,6 +172,11 @@ func Split(ctx context.Context, c Clients, cfg SplitConfig) (*SplitResult, error
 		}
 		if err != nil {
 			return err
+		}
+		if specs := plannedSpecs(plan); res.Attempts == 1 {
+			firstSpecs = specs
+		} else if specs != firstSpecs {
+			res.Merged = true
 		}
 		if cfg.BeforeWrite != nil {
 			if err := cfg.BeforeWrite(ctx, res.Attempts); err != nil {
@@ -183,6 +195,16 @@ func Split(ctx context.Context, c Clients, cfg SplitConfig) (*SplitResult, error
 	}
 	res.Notes = append(amb.notes, res.Notes...)
 	return res, nil
+}
+
+// plannedSpecs is what the plan would write, bar status and metadata.
+func plannedSpecs(plan []planned) string {
+	var b strings.Builder
+	for _, p := range plan {
+		spec, _ := json.Marshal(p.obj.Object["spec"])
+		fmt.Fprintf(&b, "%s %s/%s %t %t %s\n", p.gvr.Resource, p.obj.GetNamespace(), p.obj.GetName(), p.changed, p.remove, spec)
+	}
+	return b.String()
 }
 
 // apply writes the plan. Without --dry-run every write is first sent as a

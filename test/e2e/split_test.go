@@ -558,8 +558,8 @@ func TestSplitConcurrentModification(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Attempts != 2 || hookCalls != 2 {
-		t.Errorf("attempts %d, hook calls %d; want 2 and 2 (one conflict)", res.Attempts, hookCalls)
+	if res.Attempts != 2 || hookCalls != 2 || !res.Merged {
+		t.Errorf("attempts %d, hook calls %d, merged %t; want 2 and 2 (one conflict), merged", res.Attempts, hookCalls, res.Merged)
 	}
 	vs := trGet(t, env, traffic.VirtualServices, ns, "backend-routes")
 	http, _, _ := unstructured.NestedSlice(vs.Object, "spec", "http")
@@ -602,6 +602,28 @@ timeout: 7s
 	}
 	if vs.GetLabels()["edited-by"] != "someone-else" {
 		t.Errorf("the concurrent label edit was lost: %v", vs.GetLabels())
+	}
+
+	// Someone touching only the route's metadata (as a controller writing
+	// its status does) conflicts too, but changes no route: nothing merged.
+	weights, _ = traffic.ParseWeights("v1=40,v2=60")
+	res, err = traffic.Split(ctx, clients, traffic.SplitConfig{
+		Namespace: ns, Service: "backend", Weights: weights,
+		BeforeWrite: func(ctx context.Context, attempt int) error {
+			if attempt != 1 {
+				return nil
+			}
+			vs, err := env.Dynamic.Resource(traffic.VirtualServices).Namespace(ns).Get(ctx, "backend-routes", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			vs.SetAnnotations(map[string]string{"touched-by": "a-controller"})
+			_, err = env.Dynamic.Resource(traffic.VirtualServices).Namespace(ns).Update(ctx, vs, metav1.UpdateOptions{FieldManager: "a-controller"})
+			return err
+		},
+	})
+	if err != nil || res.Attempts != 2 || res.Merged {
+		t.Errorf("metadata-only conflict: %v, attempts %d, merged %t; want 2 attempts, not merged", err, res.Attempts, res.Merged)
 	}
 }
 
