@@ -123,7 +123,7 @@ func (d *daemon) proxyHBONE(p *pod) *hboneState {
 	if st := p.proxyHBONE.Load(); st != nil {
 		return st
 	}
-	st := &hboneState{id: istioca.SPIFFEID(p.namespace, p.sa), cert: p.cert, roots: p.roots, pool: newHBONEPool()}
+	st := &hboneState{id: istioca.SPIFFEID(p.namespace, p.sa), cert: p.cert, roots: p.roots, pool: d.newPool()}
 	if !p.proxyHBONE.CompareAndSwap(nil, st) {
 		return p.proxyHBONE.Load()
 	}

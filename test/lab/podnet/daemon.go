@@ -63,6 +63,8 @@ type daemon struct {
 	rnd       *rand.Rand
 	readyOnce sync.Once
 	amb       *ambient // the ztunnel stand-in (ztunnel.go)
+	// hbonePools are every HBONE pool of this node's pods (dropPeer).
+	hbonePools sync.Map
 
 	// endpointPods are the workshop's pods on every node: the labels and
 	// service accounts of the endpoints a proxy routes to.
@@ -140,6 +142,9 @@ func newDaemon(cfg Config, n *node) (*daemon, error) {
 		return nil, err
 	}
 	if err := d.initAmbient(kf, h); err != nil {
+		return nil, err
+	}
+	if _, err := allF.Core().V1().Pods().Informer().AddEventHandler(d.peerGone()); err != nil {
 		return nil, err
 	}
 	wf, err := d.initWaypoints(h)

@@ -204,6 +204,24 @@ func (pl *hbonePool) conn(ctx context.Context, key string, dial func(context.Con
 	return cc, nil
 }
 
+// dropTo closes the pooled connections to addr (IP:15008).
+func (pl *hbonePool) dropTo(addr string) {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	for k, cc := range pl.conns {
+		if strings.HasSuffix(k, " "+addr) {
+			_ = cc.Close()
+			delete(pl.conns, k)
+		}
+	}
+}
+
+func (pl *hbonePool) isClosed() bool {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	return pl.closed
+}
+
 // drop forgets cc if it is still the pooled connection for key.
 func (pl *hbonePool) drop(key string, cc *http2.ClientConn) {
 	pl.mu.Lock()

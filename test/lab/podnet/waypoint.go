@@ -63,6 +63,9 @@ func (d *daemon) initWaypoints(h cache.ResourceEventHandler) ([]starter, error) 
 	if _, err := inf.Informer().AddEventHandler(h); err != nil {
 		return nil, err
 	}
+	if _, err := inf.Informer().AddEventHandler(d.peerGone()); err != nil {
+		return nil, err
+	}
 	df := dynamicinformer.NewDynamicSharedInformerFactory(d.dyn, 0)
 	routes := df.ForResource(httpRoutes)
 	d.amb.httpRoutes = routes.Lister()
@@ -116,7 +119,7 @@ func (d *daemon) startWaypoint(ctx context.Context, kp *corev1.Pod, addr netip.A
 	if err := d.startProxy(ctx, kp, p); err != nil {
 		return p, err
 	}
-	st := &hboneState{id: istioca.SPIFFEID(p.namespace, p.sa), cert: p.cert, roots: p.roots, pool: newHBONEPool()}
+	st := &hboneState{id: istioca.SPIFFEID(p.namespace, p.sa), cert: p.cert, roots: p.roots, pool: d.newPool()}
 	hostPort := net.JoinHostPort(p.net.IP.String(), strconv.Itoa(HBONEPort))
 	if err := netlab.InNetNS(p.net.NS, func() (err error) {
 		st.ln, err = net.Listen("tcp", hostPort)

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -211,13 +212,61 @@ func (d *daemon) newHBONEState(ctx context.Context, p *pod) (*hboneState, error)
 	if err != nil {
 		return nil, err
 	}
-	st := &hboneState{id: istioca.SPIFFEID(p.namespace, p.sa), roots: x509.NewCertPool(), pool: newHBONEPool()}
+	st := &hboneState{id: istioca.SPIFFEID(p.namespace, p.sa), roots: x509.NewCertPool(), pool: d.newPool()}
 	st.roots.AddCert(c.Chain[len(c.Chain)-1])
 	st.cert = tls.Certificate{PrivateKey: c.Key, Leaf: c.Leaf()}
 	for _, x := range c.Chain {
 		st.cert.Certificate = append(st.cert.Certificate, x.Raw)
 	}
 	return st, nil
+}
+
+// newPool is an HBONE pool that dropPeer reaches.
+func (d *daemon) newPool() *hbonePool {
+	pl := newHBONEPool()
+	d.hbonePools.Store(pl, struct{}{})
+	return pl
+}
+
+// dropPeer closes every pooled HBONE connection to a pod that went away,
+// as ztunnel drops a workload's connections once istiod removes it: its
+// address may go to a new pod, which must not receive stale keepalives.
+func (d *daemon) dropPeer(ip string) {
+	if ip == "" {
+		return
+	}
+	addr := net.JoinHostPort(ip, strconv.Itoa(HBONEPort))
+	d.hbonePools.Range(func(k, _ any) bool {
+		pl := k.(*hbonePool)
+		if pl.isClosed() {
+			d.hbonePools.Delete(pl)
+		} else {
+			pl.dropTo(addr)
+		}
+		return true
+	})
+}
+
+// peerGone is an informer handler that calls dropPeer for pods deleted or
+// on their way out.
+func (d *daemon) peerGone() cache.ResourceEventHandler {
+	ipOf := func(obj any) string {
+		if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = t.Obj
+		}
+		if p, ok := obj.(*corev1.Pod); ok {
+			return p.Status.PodIP
+		}
+		return ""
+	}
+	return cache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(oldObj, newObj any) {
+			if p, ok := newObj.(*corev1.Pod); ok && (p.DeletionTimestamp != nil || p.Status.PodIP != ipOf(oldObj)) {
+				d.dropPeer(ipOf(oldObj))
+			}
+		},
+		DeleteFunc: func(obj any) { d.dropPeer(ipOf(obj)) },
+	}
 }
 
 // stopHBONE takes p out of ztunnel's care.
