@@ -15,6 +15,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/kubectl-mesh/kubectl-mesh/pkg/mesh"
 )
 
 // ingressURL finds where the gateway is reachable. Failing to find it is
@@ -73,12 +75,8 @@ func gatewayPending(ctx context.Context, c Clients, ns, name string) string {
 	hint := fmt.Sprintf("check later with: kubectl get gateway %s -n %s", name, ns)
 	gw, err := getOrNil(ctx, c, Gateways, ns, name)
 	if err == nil && gw != nil {
-		conds, _, _ := unstructured.NestedSlice(gw.Object, "status", "conditions")
-		for _, cond := range conds {
-			m, _ := cond.(map[string]interface{})
-			if m["type"] == "Programmed" && m["status"] == "False" {
-				return fmt.Sprintf("gateway %s is not programmed yet (%v: %v); %s", name, m["reason"], m["message"], hint)
-			}
+		if status, reason, msg, ok := mesh.GatewayCondition(gw, "Programmed"); ok && status == "False" {
+			return fmt.Sprintf("gateway %s is not programmed yet (%s: %s); %s", name, reason, msg, hint)
 		}
 	}
 	return fmt.Sprintf("gateway %s has no address yet; %s", name, hint)
