@@ -357,7 +357,18 @@ func (d *daemon) hboneRoundTrip(ctx context.Context, p *pod, st *hboneState, t T
 		return res, err
 	}
 	res.HBONE = true
-	hboneTo := net.JoinHostPort(t.IP.String(), strconv.Itoa(HBONEPort))
+	tun, err := d.tunnel(ctx, p, st, net.JoinHostPort(t.IP.String(), strconv.Itoa(HBONEPort)), dst, addr)
+	if err != nil {
+		return res, err
+	}
+	defer tun.Close()
+	res.Status, res.Body, _, err = roundTrip(ctx, tun, bufio.NewReader(tun), hr)
+	return res, err
+}
+
+// tunnel opens a CONNECT stream to target on p's pooled HBONE connection
+// to hboneTo (IP:15008), whose identity must be dst.
+func (d *daemon) tunnel(ctx context.Context, p *pod, st *hboneState, hboneTo, dst, target string) (net.Conn, error) {
 	key := hboneKey(st.id, dst, hboneTo)
 	for attempt := 0; ; attempt++ {
 		cc, err := st.pool.conn(ctx, key, func(ctx context.Context) (net.Conn, error) {
@@ -368,19 +379,16 @@ func (d *daemon) hboneRoundTrip(ctx context.Context, p *pod, st *hboneState, t T
 			return dialHBONE(ctx, raw, hboneClientTLS(st.cert, st.roots, dst))
 		})
 		if err != nil {
-			return res, err
+			return nil, err
 		}
-		tun, err := connect(ctx, cc, addr)
-		if err != nil {
-			// A pooled connection the peer closed: once more on a new one.
-			st.pool.drop(key, cc)
-			if attempt == 0 && ctx.Err() == nil {
-				continue
-			}
-			return res, err
+		tun, err := connect(ctx, cc, target)
+		if err == nil {
+			return tun, nil
 		}
-		res.Status, res.Body, _, err = roundTrip(ctx, tun, bufio.NewReader(tun), hr)
-		tun.Close()
-		return res, err
+		// A pooled connection the peer closed: once more on a new one.
+		st.pool.drop(key, cc)
+		if attempt > 0 || ctx.Err() != nil {
+			return nil, err
+		}
 	}
 }

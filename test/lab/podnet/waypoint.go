@@ -276,32 +276,15 @@ func (d *daemon) waypointFor(req Request) (wt waypointTarget, ok bool) {
 // UpstreamHeader.
 func (d *daemon) callWaypoint(ctx context.Context, p *pod, st *hboneState, wt waypointTarget, hr *http.Request) (Result, error) {
 	res := Result{HBONE: true, Waypoint: wt.name}
-	key := hboneKey(st.id, wt.id, wt.addr)
-	for attempt := 0; ; attempt++ {
-		cc, err := st.pool.conn(ctx, key, func(ctx context.Context) (net.Conn, error) {
-			raw, err := dialIn(ctx, p.net.NS, wt.addr)
-			if err != nil {
-				return nil, err
-			}
-			return dialHBONE(ctx, raw, hboneClientTLS(st.cert, st.roots, wt.id))
-		})
-		if err != nil {
-			return res, err
-		}
-		tun, err := connect(ctx, cc, wt.service)
-		if err != nil {
-			st.pool.drop(key, cc)
-			if attempt == 0 && ctx.Err() == nil {
-				continue
-			}
-			return res, err
-		}
-		var hdr http.Header
-		res.Status, res.Body, hdr, err = roundTripHeader(ctx, tun, bufio.NewReader(tun), hr)
-		tun.Close()
-		res.Target = upstreamTarget(hdr.Get(UpstreamHeader))
+	tun, err := d.tunnel(ctx, p, st, wt.addr, wt.id, wt.service)
+	if err != nil {
 		return res, err
 	}
+	defer tun.Close()
+	var hdr http.Header
+	res.Status, res.Body, hdr, err = roundTripHeader(ctx, tun, bufio.NewReader(tun), hr)
+	res.Target = upstreamTarget(hdr.Get(UpstreamHeader))
+	return res, err
 }
 
 // upstreamTarget reads UpstreamHeader back into the target it names.
